@@ -954,7 +954,9 @@ class HighResolutionNet(nn.Module):
             self.global_pool = nn.Identity()
             self.head_drop = nn.Identity()
             self.classifier = nn.Identity()
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+            # num_features: channels of the last output, the stem, the last incre map kept or the last branch
+            last = max_index if max_index == 0 or self.incre_modules is not None else self.num_branches
+            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
         return take_indices
 
     def forward_head(

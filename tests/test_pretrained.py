@@ -1,0 +1,172 @@
+""" Pretrained loading through timm's real paths (offline HF cache, pretrained_cfg_overlay file)."""
+import logging
+
+import pytest
+import torch
+
+import timm
+from timm_hrnet_patch import checkpoint_filter_fn
+
+from conftest import HEADS, VARIANTS, checkpoint, serve_modified, served_checkpoint
+
+HEAD_PREFIXES = {
+    'classification': (),
+    'incre': ('downsamp_modules.', 'final_layer.', 'classifier.'),
+    '': ('incre_modules.', 'downsamp_modules.', 'final_layer.', 'classifier.'),
+}
+
+
+def _expected(state_dict, head):
+    return {k: v for k, v in state_dict.items() if not k.startswith(HEAD_PREFIXES[head])}
+
+
+def _assert_loaded(model, expected):
+    model_sd = model.state_dict()
+    assert set(model_sd) == set(expected)
+    for k, v in expected.items():
+        assert torch.equal(model_sd[k], v), k
+
+
+@pytest.fixture
+def no_key_warnings(caplog):
+    caplog.set_level(logging.INFO, logger='timm')
+    yield
+    noisy = [r.getMessage() for r in caplog.records if 'keys' in r.getMessage().lower()]
+    assert not noisy
+
+
+@pytest.mark.parametrize('head', HEADS)
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_pretrained_hub_strict(variant, head, no_key_warnings):
+    sd = served_checkpoint(variant)
+    model = timm.create_model(variant, pretrained=True, head=head)
+    _assert_loaded(model, _expected(sd, head))
+
+
+@pytest.mark.parametrize('feature_location', ['incre', ''])
+def test_pretrained_features_only(feature_location, no_key_warnings):
+    variant = 'hrnet_w18_small_v2'
+    sd = served_checkpoint(variant)
+    model = timm.create_model(variant, pretrained=True, features_only=True, feature_location=feature_location)
+    _assert_loaded(model, _expected(sd, feature_location))
+    assert model.feature_info.channels() == [o.shape[1] for o in model(torch.randn(1, 3, 64, 64))]
+
+
+@pytest.mark.parametrize('head', HEADS)
+def test_seed_calls_verbatim(head):
+    """ The reported calls, with the strict= alias, work for each head."""
+    sd = served_checkpoint('hrnet_w18')
+    model = timm.create_model('hrnet_w18', pretrained=True, head=head, strict=False)
+    _assert_loaded(model, _expected(sd, head))
+    model = timm.create_model('hrnet_w18', pretrained=False, head=head, strict=False)
+    assert model(torch.randn(1, 3, 64, 64)) is not None
+
+
+def test_strict_alias_conflict():
+    with pytest.raises(TypeError, match='alias of pretrained_strict'):
+        timm.create_model('hrnet_w18_small', strict=True, pretrained_strict=False)
+
+
+@pytest.mark.parametrize('head', HEADS)
+def test_missing_keys_raise(head):
+    variant = 'hrnet_w18_small'
+    sd = {k: v for k, v in checkpoint(variant).items() if not k.startswith('stage4.')}
+    overlay = serve_modified(variant, sd, 'no-stage4')
+    with pytest.raises(RuntimeError, match=r'missing keys \(\d+\): stage4\.'):
+        timm.create_model(variant, pretrained=True, head=head, pretrained_cfg_overlay=overlay)
+
+
+def test_missing_keys_raise_with_new_num_classes():
+    """ timm loads non-strict when the classifier is re-initialised, the trunk is still checked."""
+    variant = 'hrnet_w18_small'
+    sd = {k: v for k, v in checkpoint(variant).items() if k != 'layer1.0.conv1.weight'}
+    overlay = serve_modified(variant, sd, 'no-layer1-conv')
+    for num_classes in (0, 10):
+        with pytest.raises(RuntimeError, match=r'missing keys \(1\): layer1\.0\.conv1\.weight'):
+            timm.create_model(variant, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay)
+
+
+def test_extra_keys_raise():
+    variant = 'hrnet_w18_small'
+    sd = dict(checkpoint(variant), **{'stage5.0.weight': torch.zeros(3), 'incre_modules.9.weight': torch.zeros(1)})
+    overlay = serve_modified(variant, sd, 'extra')
+    with pytest.raises(RuntimeError, match=r'unexpected keys \(2\): incre_modules\.9\.weight, stage5\.0\.weight'):
+        timm.create_model(variant, pretrained=True, head='incre', pretrained_cfg_overlay=overlay)
+
+
+def test_other_variant_raises():
+    overlay = serve_modified('hrnet_w18', checkpoint('hrnet_w18_small'), 'from-w18-small')
+    with pytest.raises(RuntimeError, match=r'hrnet_w18 .*missing keys'):
+        timm.create_model('hrnet_w18', pretrained=True, head='', pretrained_cfg_overlay=overlay)
+
+
+def test_wrong_shape_raises():
+    variant = 'hrnet_w18_small'
+    sd = dict(checkpoint(variant))
+    sd['stage2.0.branches.0.0.conv1.weight'] = torch.zeros(1, 1, 3, 3)
+    overlay = serve_modified(variant, sd, 'bad-shape')
+    with pytest.raises(RuntimeError, match=r'stage2\.0\.branches\.0\.0\.conv1\.weight'):
+        timm.create_model(variant, pretrained=True, pretrained_cfg_overlay=overlay)
+
+
+@pytest.mark.parametrize('alias', ['strict', 'pretrained_strict'])
+def test_loose_load_warns(alias, caplog):
+    variant = 'hrnet_w18_small'
+    full = checkpoint(variant)
+    sd = {k: v for k, v in full.items() if not k.startswith('stage4.')}
+    sd['extra.weight'] = torch.zeros(1)
+    overlay = serve_modified(variant, sd, 'loose')
+    with caplog.at_level(logging.WARNING):
+        model = timm.create_model(variant, pretrained=True, pretrained_cfg_overlay=overlay, **{alias: False})
+    assert any('missing keys' in r.getMessage() and 'extra.weight' in r.getMessage() for r in caplog.records)
+    loaded = model.state_dict()
+    assert torch.equal(loaded['layer1.0.conv1.weight'], full['layer1.0.conv1.weight'])
+    assert not torch.equal(loaded['stage4.0.fuse_layers.0.1.1.running_var'], full['stage4.0.fuse_layers.0.1.1.running_var'])
+
+
+@pytest.mark.parametrize('num_classes', [0, 10])
+def test_num_classes_reinit(num_classes):
+    sd = served_checkpoint('hrnet_w18_small')
+    model = timm.create_model('hrnet_w18_small', pretrained=True, num_classes=num_classes)
+    expected = {k: v for k, v in sd.items() if not k.startswith('classifier.')}
+    model_sd = model.state_dict()
+    for k, v in expected.items():
+        assert torch.equal(model_sd[k], v), k
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, num_classes or 2048)
+    if num_classes:
+        assert model.classifier.weight.shape == (num_classes, 2048)
+
+
+@pytest.mark.parametrize('in_chans', [1, 4])
+def test_in_chans_adapted(in_chans):
+    sd = served_checkpoint('hrnet_w18_small')
+    model = timm.create_model('hrnet_w18_small', pretrained=True, in_chans=in_chans, head='')
+    rgb = sd['conv1.weight']
+    assert model.conv1.weight.shape == (rgb.shape[0], in_chans, 3, 3)
+    if in_chans == 1:
+        assert torch.allclose(model.conv1.weight, rgb.sum(dim=1, keepdim=True))
+    assert torch.equal(model.state_dict()['bn1.running_mean'], sd['bn1.running_mean'])
+    assert len(model(torch.randn(1, in_chans, 64, 64))) == 4
+
+
+@pytest.mark.parametrize('suffix', ['safetensors', 'pth'])
+def test_pretrained_cfg_overlay_file(suffix, tmp_path, no_key_warnings):
+    variant = 'hrnet_w18_small'
+    sd = checkpoint(variant)
+    path = tmp_path / f'weights.{suffix}'
+    if suffix == 'pth':
+        torch.save({'state_dict': {'module.' + k: v for k, v in sd.items()}}, path)  # wrapped training checkpoint
+    else:
+        import safetensors.torch
+        safetensors.torch.save_file(sd, str(path))
+    model = timm.create_model(variant, pretrained=True, head='incre', pretrained_cfg_overlay=dict(file=str(path)))
+    _assert_loaded(model, _expected(sd, 'incre'))
+
+
+@pytest.mark.parametrize('container', ['state_dict', 'model'])
+def test_filter_unwraps_and_drops_head_keys(container):
+    model = timm.create_model('hrnet_w18_small', head='')
+    sd = checkpoint('hrnet_w18_small')
+    out = checkpoint_filter_fn({container: {'module.' + k: v for k, v in sd.items()}}, model)
+    assert set(out) == set(model.state_dict())
+    assert all(out[k] is sd[k] for k in out)
