@@ -39,7 +39,7 @@ def test_import_order_and_no_overwrite_warning(first):
     other = 'timm_hrnet_patch' if first == 'timm' else 'timm'
     code = textwrap.dedent(f'''
         import warnings
-        warnings.simplefilter('error')  # an "Overwriting ... in registry" warning fails the run
+        warnings.filterwarnings('error', category=UserWarning)  # e.g. "Overwriting ... in registry"
         import {first}
         import {other}
         import timm, timm_hrnet_patch.hrnet as patched

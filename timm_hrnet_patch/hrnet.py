@@ -31,7 +31,8 @@ from timm.models._registry import generate_default_cfgs
 from ._compat import (  # older timm lacks some of these, timm >= 1.0.31 provides them all
     BasicBlock, Bottleneck, create_classifier, feature_take_indices, get_device_dtype, register_model)
 
-__all__ = ['HighResolutionNet', 'HighResolutionNetFeatures', 'checkpoint_filter_fn', 'HEADS']  # model_registry will add each entrypoint fn to this
+# model_registry will add each entrypoint fn to this
+__all__ = ['HighResolutionNet', 'HighResolutionNetFeatures', 'checkpoint_filter_fn', 'HEADS']
 
 _BN_MOMENTUM = 0.1
 _logger = logging.getLogger(__name__)
@@ -629,7 +630,11 @@ class HighResolutionNet(nn.Module):
         else:
             # feature heads output a list of maps (forward_features), there is no classifier
             if head == 'incre':
-                self.incre_modules, _, _ = self._make_head(pre_stage_channels, incre_only=True, **dd)
+                self.incre_modules, self.downsamp_modules, self.final_layer = self._make_head(
+                    pre_stage_channels,
+                    incre_only=True,
+                    **dd,
+                )
             self.num_classes = 0
             self.global_pool = nn.Identity()
             self.head_drop = nn.Identity()
@@ -1063,11 +1068,8 @@ def checkpoint_filter_fn(
     state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
 
     model_keys = set(model.state_dict())
-    built = {k.split('.', 1)[0] for k in model_keys}
-    state_dict = {
-        k: v for k, v in state_dict.items()
-        if not (k.split('.', 1)[0] in _HEAD_MODULES and k.split('.', 1)[0] not in built)
-    }
+    absent_head_modules = set(_HEAD_MODULES) - {k.split('.', 1)[0] for k in model_keys}
+    state_dict = {k: v for k, v in state_dict.items() if k.split('.', 1)[0] not in absent_head_modules}
 
     exempt = set()
     pretrained_classes = getattr(model, 'pretrained_cfg', None) or {}
