@@ -1,15 +1,18 @@
-""" Shared fixtures: an offline Hugging Face cache holding synthetic checkpoints, and upstream's models.
+""" Shared fixtures: an offline Hugging Face cache holding synthetic checkpoints, upstream's models, the matrix
+axes and the head contract's expected shapes.
 
 The HF cache env vars must be set before huggingface_hub is imported (it reads them once), so this runs at
-conftest import, before timm. Each process (each xdist worker) gets its own cache dir: no races.
+conftest import, before timm. Each process (each xdist worker) gets its own cache dir and makes its own
+checkpoints, once: no races, nothing shared between workers.
 """
 import atexit
 import functools
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Tuple
 
 _HF_CACHE = tempfile.mkdtemp(prefix='hrnet-patch-hf-')
 atexit.register(shutil.rmtree, _HF_CACHE, ignore_errors=True)
@@ -23,39 +26,91 @@ import torch  # noqa: E402
 
 import timm  # noqa: E402
 import timm.models.hrnet as upstream  # noqa: E402
-import timm_hrnet_patch  # noqa: E402,F401  (registers the patched models)
+import timm_hrnet_patch  # noqa: E402  (registers the patched models)
+import strategies  # noqa: E402,F401  (loads the Hypothesis profile)
+
+# xdist workers share the cores: one worker per core, one thread per worker, instead of oversubscribing
+torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1))))
 
 VARIANTS = timm.list_models('hrnet*')
 HEADS = timm_hrnet_patch.HEADS
+HEAD_MODULES = ('incre_modules', 'downsamp_modules', 'final_layer', 'classifier')
+# Matrix axes. The w18 family is the quick loop, the bigger variants are marked slow: -m "not slow".
+VARIANT_PARAMS = [pytest.param(v, marks=() if v.startswith('hrnet_w18') else pytest.mark.slow) for v in VARIANTS]
+HEAD_PARAMS = [pytest.param(h, id=h or 'headless') for h in HEADS]
+PRETRAINED_PARAMS = [pytest.param(False, id='scratch'), pytest.param(True, id='pretrained')]
+_NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA: torch.cuda.is_available() is False')
+DEVICES = ['cpu', pytest.param('cuda', marks=[pytest.mark.cuda, _NO_CUDA])]
+
 _REVISION = '0' * 40
+INCRE_CHS = [128, 256, 512, 1024]
+REDUCTIONS = [2, 4, 8, 16, 32]
 
 
-@functools.lru_cache(maxsize=6)
-def built(variant: str, head: str = 'classification') -> torch.nn.Module:
-    """ A patched model in eval mode, shared between tests: do not modify it."""
-    return timm.create_model(variant, head=head).eval()
+# ---- the head contract, written out independently of the model code ----
+
+def branch_chs(variant: str) -> List[int]:
+    """ Channels of the four stage4 branch maps, from the variant's arch cfg."""
+    return list(timm_hrnet_patch.hrnet.cfg_cls[variant.replace('_ssld', '')]['stage4']['num_channels'])
 
 
-def upstream_model(variant: str) -> torch.nn.Module:
-    """ Upstream timm's own classification model of a variant, from its module (the registry holds ours)."""
-    return getattr(upstream, variant)(pretrained=False).eval()
+def reduce(height: int, width: int, reduction: int) -> Tuple[int, int]:
+    """ Spatial size after `reduction` worth of stride-2 (k3, p1) steps: each halves rounding up."""
+    while reduction > 1:
+        height, width, reduction = (height + 1) // 2, (width + 1) // 2, reduction // 2
+    return height, width
 
+
+def map_shapes(variant: str, location: str, batch: int, height: int, width: int) -> List[Tuple[int, ...]]:
+    """ The five feature_info maps (stem, then strides 4-32): incre channels for 'classification' and 'incre'."""
+    chs = [64] + (branch_chs(variant) if location == '' else INCRE_CHS)
+    return [(batch, c, *reduce(height, width, r)) for c, r in zip(chs, REDUCTIONS)]
+
+
+def output_shapes(variant: str, head: str, batch: int, height: int, width: int,
+                  num_classes: int = 1000, global_pool: str = 'avg') -> List[Tuple[int, ...]]:
+    """ forward()'s output shapes: one tensor for 'classification', the four stride 4-32 maps otherwise."""
+    if head != 'classification':
+        return map_shapes(variant, head, batch, height, width)[1:]
+    if num_classes:
+        return [(batch, num_classes)]
+    return [(batch, 2048)] if global_pool else [(batch, 2048, *reduce(height, width, 32))]
+
+
+# ---- checkpoints and models ----
 
 @functools.lru_cache(maxsize=None)
-def checkpoint(variant: str) -> Dict[str, torch.Tensor]:
-    """ A synthetic checkpoint with upstream's key layout: upstream's model with randomised BN affine and stats,
-    so that every tensor differs from a fresh init. Made once per process and variant; do not modify it.
+def upstream_model(variant: str) -> torch.nn.Module:
+    """ Upstream timm's own classification model of a variant (from its module: the registry holds ours), with
+    random BN affine and BN statistics calibrated on a random batch, so that, like a trained net, activations stay
+    in float16 range. It is the source of the variant's synthetic checkpoint. Once per process; do not modify it.
     """
     torch.manual_seed(sum(map(ord, variant)))
-    model = upstream_model(variant)
+    model = getattr(upstream, variant)(pretrained=False)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.normal_(0, 0.1)
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: the stats of the one calibration batch
+    with torch.no_grad():
+        model.train()(torch.randn(4, 3, 64, 64))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1
             m.num_batches_tracked.fill_(7)
-    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    return model.eval()
+
+
+def checkpoint(variant: str) -> Dict[str, torch.Tensor]:
+    """ The variant's synthetic checkpoint: upstream's key layout and tensors (sharing upstream_model's storage)."""
+    return {k: v.detach() for k, v in upstream_model(variant).state_dict().items()}
+
+
+def expected_state(variant: str, head: str) -> Dict[str, torch.Tensor]:
+    """ The checkpoint entries a model with this head (or feature_location) holds."""
+    absent = {'classification': (), 'incre': HEAD_MODULES[1:], '': HEAD_MODULES}[head]
+    return {k: v for k, v in checkpoint(variant).items() if k.split('.', 1)[0] not in absent}
 
 
 def serve_from_hub(hf_hub_id: str, state_dict: Dict[str, torch.Tensor]) -> None:
@@ -65,7 +120,7 @@ def serve_from_hub(hf_hub_id: str, state_dict: Dict[str, torch.Tensor]) -> None:
     snapshot.mkdir(parents=True, exist_ok=True)
     (repo / 'refs').mkdir(exist_ok=True)
     (repo / 'refs' / 'main').write_text(_REVISION)
-    safetensors.torch.save_file(state_dict, str(snapshot / 'model.safetensors'))
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state_dict.items()}, str(snapshot / 'model.safetensors'))
 
 
 @functools.lru_cache(maxsize=None)
@@ -80,3 +135,44 @@ def serve_modified(variant: str, state_dict: Dict[str, torch.Tensor], name: str)
     hf_hub_id = f'timm/test-{variant}-{name}'
     serve_from_hub(hf_hub_id, state_dict)
     return dict(hf_hub_id=hf_hub_id)
+
+
+def create(variant: str, pretrained: bool = False, **kwargs) -> torch.nn.Module:
+    """ timm.create_model in eval mode; with pretrained=True the synthetic checkpoint comes from the offline hub."""
+    if pretrained:
+        served_checkpoint(variant)
+    return timm.create_model(variant, pretrained=pretrained, **kwargs).eval()
+
+
+@functools.lru_cache(maxsize=6)
+def built(variant: str, head: str = 'classification') -> torch.nn.Module:
+    """ A patched model in eval mode, shared between tests: do not modify it."""
+    return create(variant, head=head)
+
+
+def assert_loaded(model: torch.nn.Module, expected: Dict[str, torch.Tensor]) -> None:
+    """ The model holds exactly the expected keys, each tensor equal to the expected one."""
+    model_sd = model.state_dict()
+    assert set(model_sd) == set(expected)
+    for k, v in expected.items():
+        assert torch.equal(model_sd[k].cpu(), v), k
+
+
+def assert_same(actual: List[torch.Tensor], expected: List[torch.Tensor], msg: str = '') -> None:
+    """ Two computations of the same outputs agree: bit-identical on CPU; on CUDA within a tight tolerance, as
+    cuDNN may pick another algorithm for the same convolution between calls."""
+    assert len(actual) == len(expected), msg
+    for a, b in zip(actual, expected):
+        if a.device.type == 'cpu':
+            assert torch.equal(a, b), msg
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3, msg=msg)
+
+
+@pytest.fixture
+def no_key_warnings(caplog):
+    """ Fails the test if timm logs anything about keys (missing, unexpected, ...) at INFO or above."""
+    caplog.set_level(logging.INFO, logger='timm')
+    yield
+    noisy = [r.getMessage() for r in caplog.records if 'keys' in r.getMessage().lower()]
+    assert not noisy

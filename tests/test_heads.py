@@ -3,85 +3,61 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import timm
+from timm.models import adapt_input_conv
 from timm_hrnet_patch import hrnet
 
-from conftest import HEADS, VARIANTS, built
+import strategies
+from conftest import (
+    DEVICES, HEADS, INCRE_CHS, PRETRAINED_PARAMS, VARIANT_PARAMS, branch_chs, checkpoint, create, expected_state,
+    output_shapes)
 
-INCRE_CHS = [128, 256, 512, 1024]
-HEAD_MODULES = ('incre_modules', 'downsamp_modules', 'final_layer')
-BUILT = {'classification': HEAD_MODULES, 'incre': ('incre_modules',), '': ()}
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('pretrained', PRETRAINED_PARAMS)
+@pytest.mark.parametrize('variant', VARIANT_PARAMS)
+def test_construction_kwargs(variant, pretrained, device):
+    """ num_classes, global_pool and in_chans around every variant, for any head: shapes, and with pretrained
+    weights the trunk equals the checkpoint, conv1 adapted as timm adapts it and the classifier new when resized."""
 
+    @strategies.for_case(variant, pretrained, device)
+    @given(kwargs=strategies.construction_kwargs(), data=st.data())
+    def check(kwargs, data):
+        head, num_classes, global_pool, in_chans = kwargs['head'], kwargs['num_classes'], kwargs['global_pool'], \
+            kwargs['in_chans']
+        if head == 'classification' and num_classes and not global_pool:
+            with pytest.raises(ValueError, match=f"global_pool='' .* needs num_classes=0, got num_classes={num_classes}"):
+                create(variant, pretrained, **kwargs)
+            return
+        model = create(variant, pretrained, **kwargs).to(device)
+        spec = data.draw(strategies.inputs(chans=in_chans, high=96))
+        with torch.inference_mode():
+            out = model(spec.make(device))
+        if head != 'classification':
+            num_classes, global_pool = 0, 'avg'  # ignored by the feature heads
+        assert [tuple(o.shape) for o in (out if isinstance(out, list) else [out])] == \
+            output_shapes(variant, head, spec.batch, spec.height, spec.width, num_classes, global_pool)
+        if pretrained:
+            expected = dict(expected_state(variant, head))
+            expected['conv1.weight'] = adapt_input_conv(in_chans, expected['conv1.weight'])
+            if head == 'classification' and num_classes != 1000:
+                del expected['classifier.weight'], expected['classifier.bias']
+            model_sd = model.state_dict()
+            for k, v in expected.items():
+                torch.testing.assert_close(model_sd[k].cpu(), v, rtol=0, atol=0, msg=k)
+            new = {'classifier.weight', 'classifier.bias'} if num_classes not in (0, 1000) else set()
+            assert set(model_sd) - set(expected) == new
 
-def branch_chs(variant):
-    cfg = hrnet.cfg_cls[{'hrnet_w18_ssld': 'hrnet_w18', 'hrnet_w48_ssld': 'hrnet_w48'}.get(variant, variant)]
-    return list(cfg['stage4']['num_channels'])
-
-
-def expected_maps(variant, head, size, batch=1):
-    chs = INCRE_CHS if head == 'incre' else branch_chs(variant)
-    h, w = size
-    shapes = []
-    for _ in range(2):  # stem: two stride-2 convs (k3, p1): ceil halving
-        h, w = (h + 1) // 2, (w + 1) // 2
-    for c in chs:
-        shapes.append((batch, c, h, w))
-        h, w = (h + 1) // 2, (w + 1) // 2
-    return shapes
-
-
-@pytest.mark.parametrize('head', HEADS)
-@pytest.mark.parametrize('variant', VARIANTS)
-def test_head_contract(variant, head):
-    model = built(variant, head)
-    for name in HEAD_MODULES:
-        assert (getattr(model, name) is not None) == (name in BUILT[head]), name
-    x = torch.randn(2, 3, 64, 96)
-    with torch.no_grad():
-        out = model(x)
-        feats = model.forward_features(x)
-        head_out = model.forward_head(feats)
-    if head == 'classification':
-        assert out.shape == (2, 1000)
-        assert feats.shape == (2, model.num_features, 2, 3)
-        torch.testing.assert_close(head_out, out, rtol=0, atol=0)
-        channels = INCRE_CHS
-    else:
-        assert [tuple(o.shape) for o in out] == expected_maps(variant, head, (64, 96), batch=2)
-        assert isinstance(feats, list) and all(torch.equal(a, b) for a, b in zip(feats, out))
-        assert model.num_features == model.head_hidden_size == out[-1].shape[1]
-        assert model.num_classes == 0
-        channels = [o.shape[1] for o in out]
-    assert [f['num_chs'] for f in model.feature_info] == [64] + channels
-    assert [f['reduction'] for f in model.feature_info] == [2, 4, 8, 16, 32]
+    check()
 
 
-@pytest.mark.parametrize('variant', ['hrnet_w18_small', 'hrnet_w32'])
-@pytest.mark.parametrize('size', [(65, 65), (100, 100), (224, 225), (33, 47), (16, 16), (17, 250)])
-def test_any_input_size(variant, size):
-    with torch.no_grad():
-        out = built(variant, '')(torch.randn(1, 3, *size))
-        assert [tuple(o.shape) for o in out] == expected_maps(variant, '', size)
-        incre = built(variant, 'incre')(torch.randn(1, 3, *size))
-        assert [tuple(o.shape) for o in incre] == expected_maps(variant, 'incre', size)
-        logits = built(variant)(torch.randn(2, 3, *size))
-        assert logits.shape == (2, 1000)
-
-
-def test_num_classes_and_pool():
-    x = torch.randn(2, 3, 64, 64)
-    assert timm.create_model('hrnet_w18_small', num_classes=0)(x).shape == (2, 2048)
-    assert timm.create_model('hrnet_w18_small', num_classes=0, global_pool='')(x).shape == (2, 2048, 2, 2)
-    assert timm.create_model('hrnet_w18_small', num_classes=7)(x).shape == (2, 7)
-    with pytest.raises(ValueError, match=r"global_pool='' .* needs num_classes=0"):
-        timm.create_model('hrnet_w18_small', num_classes=7, global_pool='')
-
-
-@pytest.mark.parametrize('head', ['bogus', 'Incre', 'classifier', 0])
+@given(head=strategies.invalid_heads)
 def test_invalid_head(head):
-    with pytest.raises(ValueError, match=r"Unknown HRNet head .*'classification', 'incre', ''"):
+    with pytest.raises(ValueError, match=r"Unknown HRNet head .*'classification', 'incre', ''") as info:
         timm.create_model('hrnet_w18_small', head=head)
+    assert repr(head) in str(info.value)
 
 
 def test_head_none_aliases_headless():
@@ -105,25 +81,29 @@ def test_output_stride_error():
         timm.create_model('hrnet_w18_small', output_stride=16)
 
 
-def test_construction_is_pure():
+@given(calls=st.lists(strategies.builds(), min_size=1, max_size=4))
+def test_construction_is_pure(calls):
+    """ No build leaks into the arch cfgs or into later builds: afterwards each variant's default model has
+    upstream's exact key and shape layout (the ssld head convs without bias included)."""
     before = copy.deepcopy(hrnet.cfg_cls)
-    assert timm.create_model('hrnet_w18_small', stem_width=32).conv1.out_channels == 32
-    timm.create_model('hrnet_w18_ssld', head='')
-    assert hrnet.cfg_cls == before
-    assert timm.create_model('hrnet_w18_small').conv1.out_channels == 64
-    assert timm.create_model('hrnet_w18_ssld').final_layer[0].bias is None
-    assert timm.create_model('hrnet_w18').final_layer[0].bias is not None
+    with torch.device('meta'):
+        for variant, kwargs in calls:
+            try:
+                model = timm.create_model(variant, **kwargs)
+            except ValueError:  # global_pool='' with num_classes > 0
+                continue
+            assert model.conv1.out_channels == kwargs.get('stem_width', 64)
+        assert hrnet.cfg_cls == before
+        layouts = {v: {k: t.shape for k, t in timm.create_model(v).state_dict().items()} for v, _ in calls}
+    for variant, layout in layouts.items():
+        assert layout == {k: t.shape for k, t in checkpoint(variant).items()}
 
 
 @pytest.mark.parametrize('feature_location', ['incre', ''])
-def test_features_only(feature_location):
-    model = timm.create_model('hrnet_w18', features_only=True, feature_location=feature_location).eval()
-    out = model(torch.randn(1, 3, 96, 64))
-    chs = INCRE_CHS if feature_location == 'incre' else branch_chs('hrnet_w18')
-    assert model.feature_info.channels() == [64] + chs == [o.shape[1] for o in out]
-    assert model.feature_info.reduction() == [2, 4, 8, 16, 32]
-    assert [tuple(o.shape[-2:]) for o in out] == [(48, 32), (24, 16), (12, 8), (6, 4), (3, 2)]
+def test_features_only_out_indices(feature_location):
     model = timm.create_model('hrnet_w18', features_only=True, feature_location=feature_location, out_indices=(1, 4))
+    chs = INCRE_CHS if feature_location == 'incre' else branch_chs('hrnet_w18')
+    assert model.feature_info.channels() == [chs[0], chs[3]]
     assert [o.shape[1] for o in model(torch.randn(1, 3, 64, 64))] == [chs[0], chs[3]]
 
 

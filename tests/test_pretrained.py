@@ -3,53 +3,14 @@ import logging
 
 import pytest
 import torch
+from hypothesis import given
 
 import timm
 from timm_hrnet_patch import checkpoint_filter_fn
 
-from conftest import HEADS, VARIANTS, checkpoint, serve_modified, served_checkpoint
-
-HEAD_PREFIXES = {
-    'classification': (),
-    'incre': ('downsamp_modules.', 'final_layer.', 'classifier.'),
-    '': ('incre_modules.', 'downsamp_modules.', 'final_layer.', 'classifier.'),
-}
-
-
-def _expected(state_dict, head):
-    return {k: v for k, v in state_dict.items() if not k.startswith(HEAD_PREFIXES[head])}
-
-
-def _assert_loaded(model, expected):
-    model_sd = model.state_dict()
-    assert set(model_sd) == set(expected)
-    for k, v in expected.items():
-        assert torch.equal(model_sd[k], v), k
-
-
-@pytest.fixture
-def no_key_warnings(caplog):
-    caplog.set_level(logging.INFO, logger='timm')
-    yield
-    noisy = [r.getMessage() for r in caplog.records if 'keys' in r.getMessage().lower()]
-    assert not noisy
-
-
-@pytest.mark.parametrize('head', HEADS)
-@pytest.mark.parametrize('variant', VARIANTS)
-def test_pretrained_hub_strict(variant, head, no_key_warnings):
-    sd = served_checkpoint(variant)
-    model = timm.create_model(variant, pretrained=True, head=head)
-    _assert_loaded(model, _expected(sd, head))
-
-
-@pytest.mark.parametrize('feature_location', ['incre', ''])
-def test_pretrained_features_only(feature_location, no_key_warnings):
-    variant = 'hrnet_w18_small_v2'
-    sd = served_checkpoint(variant)
-    model = timm.create_model(variant, pretrained=True, features_only=True, feature_location=feature_location)
-    _assert_loaded(model, _expected(sd, feature_location))
-    assert model.feature_info.channels() == [o.shape[1] for o in model(torch.randn(1, 3, 64, 64))]
+import strategies
+from conftest import (
+    HEAD_PARAMS, HEADS, assert_loaded, checkpoint, create, expected_state, serve_modified, served_checkpoint)
 
 
 @pytest.mark.parametrize('head', HEADS)
@@ -57,7 +18,7 @@ def test_seed_calls_verbatim(head):
     """ The reported calls, with the strict= alias, work for each head."""
     sd = served_checkpoint('hrnet_w18')
     model = timm.create_model('hrnet_w18', pretrained=True, head=head, strict=False)
-    _assert_loaded(model, _expected(sd, head))
+    assert_loaded(model, expected_state('hrnet_w18', head))
     model = timm.create_model('hrnet_w18', pretrained=False, head=head, strict=False)
     assert model(torch.randn(1, 3, 64, 64)) is not None
 
@@ -160,7 +121,7 @@ def test_pretrained_cfg_overlay_file(suffix, tmp_path, no_key_warnings):
         import safetensors.torch
         safetensors.torch.save_file(sd, str(path))
     model = timm.create_model(variant, pretrained=True, head='incre', pretrained_cfg_overlay=dict(file=str(path)))
-    _assert_loaded(model, _expected(sd, 'incre'))
+    assert_loaded(model, expected_state(variant, 'incre'))
 
 
 @pytest.mark.parametrize('container', ['state_dict', 'model'])
@@ -170,3 +131,36 @@ def test_filter_unwraps_and_drops_head_keys(container):
     out = checkpoint_filter_fn({container: {'module.' + k: v for k, v in sd.items()}}, model)
     assert set(out) == set(model.state_dict())
     assert all(out[k] is sd[k] for k in out)
+
+
+@pytest.mark.parametrize('head', HEAD_PARAMS)
+def test_corrupted_checkpoint_names_keys(head):
+    """ Any checkpoint with missing, extra or wrong-shape keys fails to load with an error naming them."""
+    variant = 'hrnet_w18_small'
+    model = create(variant, head=head)
+    full = checkpoint(variant)
+    model_keys = set(model.state_dict())
+
+    @strategies.for_case(head)
+    @given(c=strategies.corruptions(full))
+    def check(c):
+        sd = {k: v for k, v in full.items() if k not in c.drop}
+        sd.update({k: torch.zeros(2) for k in c.extra})
+        if c.reshape:
+            sd[c.reshape] = torch.zeros(3, *full[c.reshape].shape)
+        missing = sorted(set(c.drop) & model_keys)
+        unexpected = sorted(c.extra)
+        if not (missing or unexpected or c.reshape in model_keys):
+            assert set(checkpoint_filter_fn(sd, model)) == model_keys  # only keys of absent head modules changed
+            return
+        with pytest.raises(RuntimeError) as info:
+            model.load_state_dict(checkpoint_filter_fn(sd, model))
+        message = str(info.value)
+        if missing:
+            assert f'missing keys ({len(missing)}): ' + ', '.join(missing) in message
+        if unexpected:
+            assert f'unexpected keys ({len(unexpected)}): ' + ', '.join(unexpected) in message
+        if not (missing or unexpected):
+            assert f'size mismatch for {c.reshape}' in message
+
+    check()

@@ -34,6 +34,7 @@ def test_pretrained_tags_and_cfgs_match_upstream():
         assert ours['hf_hub_id'] == f'timm/{name}'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('first', ['timm', 'timm_hrnet_patch'])
 def test_import_order_and_no_overwrite_warning(first):
     other = 'timm_hrnet_patch' if first == 'timm' else 'timm'

@@ -3,41 +3,43 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given
 
 import timm
-import timm.models.hrnet as upstream
-
-from conftest import VARIANTS, checkpoint, upstream_model
-
-HEAD_MODULES = ('incre_modules', 'downsamp_modules', 'final_layer', 'classifier')
+import strategies
+from conftest import DEVICES, HEADS, VARIANT_PARAMS, assert_same, checkpoint, upstream_model
+from timm_hrnet_patch import checkpoint_filter_fn
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
-def test_outputs_equal_upstream(variant):
-    sd = checkpoint(variant)
-    theirs = upstream_model(variant)
-    theirs.load_state_dict(sd)
-    # upstream's headless features model: the ssld variants share the w18 / w48 trunk cfgs
-    feats_theirs = upstream.HighResolutionNetFeatures(
-        copy.deepcopy(upstream.cfg_cls[variant.replace('_ssld', '')]), feature_location='').eval()
-    feats_theirs.load_state_dict({k: v for k, v in sd.items() if k.split('.')[0] not in HEAD_MODULES})
-    x = torch.randn(2, 3, 64, 96)
-    with torch.no_grad():
-        expected = theirs(x)
-        expected_feats = theirs.forward_intermediates(x, intermediates_only=True) \
-            if hasattr(theirs, 'forward_intermediates') else None
-        expected_branches = feats_theirs(x)[1:]
-        for head in ('classification', 'incre', ''):
-            ours = timm.create_model(variant, head=head).eval()
-            keep = set(ours.state_dict())
-            ours.load_state_dict({k: v for k, v in sd.items() if k in keep})
-            out = ours(x)
-            if head == 'classification':
-                assert torch.equal(out, expected)
-            elif head == 'incre':
-                incre_expected = [incre(b) for b, incre in zip(expected_branches, theirs.incre_modules)]
-                assert all(torch.equal(a, b) for a, b in zip(out, incre_expected))
-                if expected_feats is not None:
-                    assert all(torch.equal(a, b) for a, b in zip(out, expected_feats[1:]))
-            else:
-                assert all(torch.equal(a, b) for a, b in zip(out, expected_branches))
+def _ours(variant: str, head: str, device: str) -> torch.nn.Module:
+    """ Our model holding the upstream model's weights, built without random init (meta, then assign)."""
+    with torch.device('meta'):
+        model = timm.create_model(variant, head=head)
+    model.load_state_dict(checkpoint_filter_fn(checkpoint(variant), model), assign=True)
+    return model.eval().to(device)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('variant', VARIANT_PARAMS)
+def test_outputs_equal_upstream(variant, device):
+    theirs = upstream_model(variant)  # the checkpoint's source, shared: copied to move it
+    theirs = theirs if device == 'cpu' else copy.deepcopy(theirs).to(device)
+    ours = {head: _ours(variant, head, device) for head in HEADS}
+
+    @strategies.for_case(variant, device)
+    @given(spec=strategies.inputs(multiple_of=32))
+    def check(spec):
+        x = spec.make(device)
+        with torch.inference_mode():
+            stem = theirs.act2(theirs.bn2(theirs.conv2(theirs.act1(theirs.bn1(theirs.conv1(x))))))
+            branches = theirs.stages(stem)
+            expected = {
+                'classification': [theirs(x)],
+                'incre': [incre(b) for b, incre in zip(branches, theirs.incre_modules)],
+                '': branches,
+            }
+            for head, model in ours.items():
+                out = model(x)
+                assert_same(out if isinstance(out, list) else [out], expected[head], head)
+
+    check()

@@ -1,0 +1,111 @@
+""" Hypothesis profiles and strategies: the one place they are defined and composed.
+
+Profiles, selected with the HYPOTHESIS_PROFILE environment variable:
+- 'ci' (default): derandomized, no deadline, few examples. Every run draws the same examples, so rerunning a
+  failing test id reproduces it, on one process or under xdist.
+- 'dev': random examples, more of them, and the example database, to explore.
+A failure prints the falsifying example and a @reproduce_failure blob.
+"""
+import os
+import zlib
+from typing import Callable, Dict, NamedTuple, Optional, Tuple, TypeVar
+
+import torch
+from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis import strategies as st
+
+import timm
+from timm_hrnet_patch import HEADS
+
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile(  # no shrinking: each example builds models, a failure reports the example as drawn
+    'ci', derandomize=True, deadline=None, max_examples=3, database=None, print_blob=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=_SLOW_OK)
+settings.register_profile('dev', deadline=None, max_examples=25, print_blob=True, suppress_health_check=_SLOW_OK)
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
+
+_F = TypeVar('_F', bound=Callable)
+
+
+def for_case(*case) -> Callable[[_F], _F]:
+    """ Seed a @given function with its matrix case (derandomized profiles only).
+
+    Derandomized Hypothesis seeds from the test function, so every parametrized case would get the same examples.
+    Seeding from the case gives each case its own examples, still the same in every run.
+    """
+    if not settings().derandomize:
+        return lambda fn: fn
+    return seed(zlib.crc32(repr(case).encode()))
+
+
+class Input(NamedTuple):
+    """ An image batch spec: draws print as these numbers, the tensor is made from them."""
+    batch: int
+    chans: int
+    height: int
+    width: int
+    seed: int
+
+    def make(self, device: str = 'cpu') -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed)
+        return torch.randn(self.batch, self.chans, self.height, self.width, generator=g).to(device)
+
+
+batches = st.integers(1, 3)
+in_chans = st.sampled_from([1, 3, 4])
+num_classes = st.sampled_from([0, 1, 1000]) | st.integers(2, 2000)
+global_pools = st.sampled_from(['avg', ''])
+heads = st.sampled_from(HEADS)
+invalid_heads = st.one_of(st.text(max_size=12).filter(lambda h: h not in HEADS), st.integers(), st.booleans())
+CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def sides(multiple_of: int = 1, low: int = 16, high: int = 256) -> st.SearchStrategy[int]:
+    """ Input heights/widths in [low, high]: any integer, or only multiples of `multiple_of`."""
+    return st.integers(-(-low // multiple_of), high // multiple_of).map(lambda k: k * multiple_of)
+
+
+@st.composite
+def inputs(draw, chans: int = 3, multiple_of: int = 1, high: int = 256) -> Input:
+    size = sides(multiple_of, high=high)
+    return Input(draw(batches), chans, draw(size), draw(size), draw(st.integers(0, 2 ** 31 - 1)))
+
+
+def dtypes(device: str) -> st.SearchStrategy[torch.dtype]:
+    """ Compute dtypes to run a forward in: float32 on CPU; on CUDA also bfloat16 and float16 under autocast."""
+    return st.sampled_from(CUDA_DTYPES) if device == 'cuda' else st.just(torch.float32)
+
+
+@st.composite
+def construction_kwargs(draw) -> Dict:
+    """ create_model kwargs around the matrix. May hold the invalid global_pool='' with num_classes>0."""
+    return dict(head=draw(heads), num_classes=draw(num_classes), global_pool=draw(global_pools),
+                in_chans=draw(in_chans))
+
+
+class Corruption(NamedTuple):
+    """ Keys to drop, keys to add, and a key to reshape (or None) in a checkpoint."""
+    drop: Tuple[str, ...]
+    extra: Tuple[str, ...]
+    reshape: Optional[str]
+
+
+@st.composite
+def corruptions(draw, keys) -> Corruption:
+    """ A non-empty change to a checkpoint with the given keys."""
+    keys = sorted(keys)
+    drop = draw(st.lists(st.sampled_from(keys), max_size=4, unique=True))
+    names = st.from_regex(r'\A[a-z_]{1,8}(\.[0-9a-z_]{1,6}){1,3}\Z').filter(lambda k: not k.startswith('module.'))
+    extra = draw(st.lists(names.filter(lambda k: k not in keys), max_size=3, unique=True))
+    reshape = draw(st.none() | st.sampled_from([k for k in keys if k not in drop and k.endswith('weight')]))
+    if not (drop or extra or reshape):
+        drop = [draw(st.sampled_from(keys))]
+    return Corruption(tuple(drop), tuple(extra), reshape)
+
+
+
+@st.composite
+def builds(draw) -> Tuple[str, Dict]:
+    """ (variant, create_model kwargs) of one build, stem_width included."""
+    stem = draw(st.sampled_from([{}, dict(stem_width=32)]))
+    return draw(st.sampled_from(timm.list_models('hrnet*'))), dict(draw(construction_kwargs()), **stem)

@@ -1,0 +1,108 @@
+""" The coverage matrix: every variant x head x pretrained x device, and features_only, in every run.
+
+The matrix is explicit parametrization, so no combination is left to chance. Each case builds its model, loading
+the synthetic checkpoint strictly through timm's offline hub path when pretrained, and checks every loaded tensor.
+Hypothesis then draws the values around the case (batch, any input size in 16-256, dtype on CUDA), with examples
+seeded by the case under the 'ci' profile (see strategies.py).
+"""
+import copy
+from typing import List
+
+import pytest
+import torch
+from hypothesis import given
+
+import strategies
+from conftest import (
+    DEVICES, HEAD_MODULES, HEAD_PARAMS, PRETRAINED_PARAMS, REDUCTIONS, VARIANT_PARAMS,
+    assert_loaded, assert_same, create, expected_state, map_shapes, output_shapes)
+
+BUILT = {'classification': HEAD_MODULES, 'incre': HEAD_MODULES[:1], '': ()}
+# CPU-vs-CUDA tolerance on the relative error norm |cuda - cpu| / |cpu|, per compute dtype: float32 allows for TF32
+# convolutions. Measured on CPU autocast with the synthetic checkpoints: bfloat16 <= 0.11, float16 <= 0.023.
+RTOL = {torch.float32: 0.03, torch.bfloat16: 0.25, torch.float16: 0.06}
+
+
+def _listed(out) -> List[torch.Tensor]:
+    return out if isinstance(out, (list, tuple)) else [out]
+
+
+def _run(fn, x, dtype: torch.dtype, device: str = 'cpu'):
+    with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
+        return fn(x)
+
+
+def _assert_matches_cpu(out: List[torch.Tensor], reference: List[torch.Tensor], dtype, pretrained: bool) -> None:
+    """ CUDA outputs against the float32 CPU ones. Randomly initialised nets (eval mode, untrained BN statistics)
+    overflow float16, so for them float16 is checked for shape and dtype only."""
+    assert [o.dtype for o in out] == [dtype] * len(out)
+    if dtype == torch.float16 and not pretrained:
+        return
+    for o, r in zip(out, reference):
+        error = (o.float().cpu() - r).norm() / r.norm()
+        assert error <= RTOL[dtype], f'relative error {error:.3g} on CUDA in {dtype}'
+
+
+def _on(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    return model if device == 'cpu' else copy.deepcopy(model).to(device)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('pretrained', PRETRAINED_PARAMS)
+@pytest.mark.parametrize('head', HEAD_PARAMS)
+@pytest.mark.parametrize('variant', VARIANT_PARAMS)
+def test_model(variant, head, pretrained, device, no_key_warnings):
+    cpu_model = create(variant, pretrained, head=head)
+    assert {k.split('.', 1)[0] for k in cpu_model.state_dict()} & set(HEAD_MODULES) == set(BUILT[head])
+    if pretrained:
+        assert_loaded(cpu_model, expected_state(variant, head))
+    model = _on(cpu_model, device)
+    channels = [f['num_chs'] for f in model.feature_info]
+    assert [f['reduction'] for f in model.feature_info] == REDUCTIONS
+
+    @strategies.for_case(variant, head, pretrained, device)
+    @given(spec=strategies.inputs(), dtype=strategies.dtypes(device))
+    def check(spec, dtype):
+        x = spec.make(device)
+        out = _listed(_run(model, x, dtype, device))
+        assert [tuple(o.shape) for o in out] == output_shapes(variant, head, spec.batch, spec.height, spec.width)
+        feats = _run(model.forward_features, x, dtype, device)
+        assert_same(_listed(_run(model.forward_head, feats, dtype, device)), out)
+        if head == 'classification':  # the feature_info maps are internal: take them all
+            maps = _run(lambda t: model.forward_intermediates(t, intermediates_only=True), x, dtype, device)
+        else:  # the maps are the outputs (and the features), only the stem map is extra
+            assert_same(feats, out)
+            stem = _run(lambda t: model.forward_intermediates(t, [0], stop_early=True, intermediates_only=True),
+                        x, dtype, device)
+            maps = stem + out
+        expected_maps = map_shapes(variant, head, spec.batch, spec.height, spec.width)
+        assert [tuple(m.shape) for m in maps] == expected_maps and [s[1] for s in expected_maps] == channels
+        if device != 'cpu':
+            _assert_matches_cpu(out, _listed(_run(cpu_model, x.cpu(), torch.float32)), dtype, pretrained)
+
+    check()
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('pretrained', PRETRAINED_PARAMS)
+@pytest.mark.parametrize('feature_location', HEAD_PARAMS[1:])
+@pytest.mark.parametrize('variant', VARIANT_PARAMS)
+def test_features_only(variant, feature_location, pretrained, device, no_key_warnings):
+    cpu_model = create(variant, pretrained, features_only=True, feature_location=feature_location)
+    if pretrained:
+        assert_loaded(cpu_model, expected_state(variant, feature_location))
+    model = _on(cpu_model, device)
+    assert model.feature_info.reduction() == REDUCTIONS
+
+    @strategies.for_case(variant, feature_location, pretrained, device)
+    @given(spec=strategies.inputs(), dtype=strategies.dtypes(device))
+    def check(spec, dtype):
+        x = spec.make(device)
+        out = _run(model, x, dtype, device)
+        expected = map_shapes(variant, feature_location, spec.batch, spec.height, spec.width)
+        assert [tuple(o.shape) for o in out] == expected
+        assert model.feature_info.channels() == [s[1] for s in expected]
+        if device != 'cpu':
+            _assert_matches_cpu(out, _run(cpu_model, x.cpu(), torch.float32), dtype, pretrained)
+
+    check()
