@@ -25,10 +25,10 @@ def test_construction_kwargs(variant, pretrained, device):
     @strategies.for_case(variant, pretrained, device)
     @given(kwargs=strategies.construction_kwargs(), data=st.data())
     def check(kwargs, data):
-        head, num_classes, global_pool, in_chans = kwargs['head'], kwargs['num_classes'], kwargs['global_pool'], \
-            kwargs['in_chans']
+        head, num_classes, global_pool, in_chans = (kwargs[k] for k in ('head', 'num_classes', 'global_pool', 'in_chans'))
         if head == 'classification' and num_classes and not global_pool:
-            with pytest.raises(ValueError, match=f"global_pool='' .* needs num_classes=0, got num_classes={num_classes}"):
+            error = f"global_pool='' .* needs num_classes=0, got num_classes={num_classes}"
+            with pytest.raises(ValueError, match=error):
                 create(variant, pretrained, **kwargs)
             return
         model = create(variant, pretrained, **kwargs).to(device)

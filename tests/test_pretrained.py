@@ -148,10 +148,11 @@ def test_corrupted_checkpoint_names_keys(head):
         sd.update({k: torch.zeros(2) for k in c.extra})
         if c.reshape:
             sd[c.reshape] = torch.zeros(3, *full[c.reshape].shape)
-        missing = sorted(set(c.drop) & model_keys)
+        # torch's load fills in BatchNorm num_batches_tracked counters a checkpoint lacks (old releases)
+        missing = sorted(k for k in set(c.drop) & model_keys if not k.endswith('.num_batches_tracked'))
         unexpected = sorted(c.extra)
-        if not (missing or unexpected or c.reshape in model_keys):
-            assert set(checkpoint_filter_fn(sd, model)) == model_keys  # only keys of absent head modules changed
+        if not (missing or unexpected or c.reshape in model_keys):  # only absent head modules or counters changed
+            assert not model.load_state_dict(checkpoint_filter_fn(sd, model)).unexpected_keys
             return
         with pytest.raises(RuntimeError) as info:
             model.load_state_dict(checkpoint_filter_fn(sd, model))

@@ -1059,7 +1059,8 @@ def checkpoint_filter_fn(
 
     The rest must then match the model: with strict=True a missing or unexpected key raises a RuntimeError that
     names them, with strict=False they are logged as a warning and the unexpected ones dropped. Classifier keys
-    are exempt when the model's num_classes differs from the pretrained cfg's, timm then re-initialises it.
+    are exempt when the model's num_classes differs from the pretrained cfg's, timm then re-initialises it, and so
+    are missing BatchNorm `num_batches_tracked` counters, which torch's load fills in.
     """
     for container in ('state_dict', 'model'):
         if isinstance(state_dict.get(container), dict):
@@ -1075,7 +1076,8 @@ def checkpoint_filter_fn(
     pretrained_classes = getattr(model, 'pretrained_cfg', None) or {}
     if model.num_classes != pretrained_classes.get('num_classes', model.num_classes):
         exempt = {k for k in set(state_dict) | model_keys if k.startswith('classifier.')}
-    missing = sorted(model_keys - set(state_dict) - exempt)
+    # BatchNorm counters that old checkpoints (e.g. the MSRA releases) lack are filled in by torch's load
+    missing = sorted(k for k in model_keys - set(state_dict) - exempt if not k.endswith('.num_batches_tracked'))
     unexpected = sorted(set(state_dict) - model_keys - exempt)
     if missing or unexpected:
         arch = pretrained_classes.get('architecture') or type(model).__name__

@@ -21,7 +21,8 @@ MUTATIONS = {
         "z = F.interpolate(z, size=x[i].shape[-2:], mode='nearest')",
         "z = F.interpolate(z, scale_factor=2 ** (j - i), mode='nearest')"),
     'head not validated': (
-        '        if head not in HEADS:\n            raise ValueError(', '        if False:\n            raise ValueError('),
+        '        if head not in HEADS:\n            raise ValueError(',
+        '        if False:\n            raise ValueError('),
 }
 
 
