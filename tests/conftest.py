@@ -113,9 +113,10 @@ def expected_state(variant: str, head: str) -> Dict[str, torch.Tensor]:
     return {k: v for k, v in checkpoint(variant).items() if k.split('.', 1)[0] not in absent}
 
 
-def serve_from_hub(hf_hub_id: str, state_dict: Dict[str, torch.Tensor]) -> None:
-    """ Put state_dict where timm's pretrained=True path finds it offline: the repo's model.safetensors."""
-    repo = Path(_HF_CACHE) / ('models--' + hf_hub_id.replace('/', '--'))
+def serve_from_hub(hf_hub_id: str, state_dict: Dict[str, torch.Tensor], cache: str = _HF_CACHE) -> None:
+    """ Put state_dict where timm's pretrained=True path finds it offline: the repo's model.safetensors in the HF
+    cache (by default this process's)."""
+    repo = Path(cache) / ('models--' + hf_hub_id.replace('/', '--'))
     snapshot = repo / 'snapshots' / _REVISION
     snapshot.mkdir(parents=True, exist_ok=True)
     (repo / 'refs').mkdir(exist_ok=True)

@@ -1,0 +1,236 @@
+""" `timm-hrnet-patch` (or `python -m timm_hrnet_patch`): check the patched HRNet here, convert checkpoints.
+
+    timm-hrnet-patch [check] [--variants hrnet_w18,...] [--heads classification,incre,] [--device auto|cpu|cuda]
+                     [--size 224] [--json FILE]
+    timm-hrnet-patch convert SRC DST --variant NAME [--head H]
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import safetensors.torch
+import torch
+import timm
+import timm.models.hrnet as upstream
+from tqdm import tqdm
+
+import _timm_hrnet_patch_hook as hook
+from . import HEADS, __version__, checkpoint_filter_fn, is_active
+
+FEATURE_LOCATIONS = ('incre', '')
+
+
+# ---- check ----
+
+def _cached_weights(variant: str) -> Optional[str]:
+    """ The user's HF cache copy of the variant's default pretrained weights, if there is one."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        path = try_to_load_from_cache(timm.models.get_pretrained_cfg(variant).hf_hub_id, 'model.safetensors')
+    except Exception:
+        return None
+    return path if isinstance(path, str) else None
+
+
+def _synthetic_weights(variant: str, directory: str) -> str:
+    """ Upstream timm's classification model of the variant (its module: the registry holds ours), saved."""
+    path = os.path.join(directory, f'{variant}.safetensors')
+    if not os.path.exists(path):
+        state_dict = getattr(upstream, variant)(pretrained=False).state_dict()
+        safetensors.torch.save_file({k: v.contiguous() for k, v in state_dict.items()}, path)
+    return path
+
+
+def _cases(variants: List[str], heads: List[str], pretrained: List[bool], devices: List[str]) -> Iterator[Dict]:
+    for variant in variants:
+        kinds = [dict(head=h) for h in heads] + [
+            dict(features_only=True, feature_location=h) for h in heads if h in FEATURE_LOCATIONS]
+        for kwargs in kinds:
+            for p in pretrained:
+                for device in devices:
+                    yield dict(variant=variant, pretrained=p, device=device, kwargs=kwargs)
+
+
+def _expected_shapes(model: torch.nn.Module, kwargs: Dict, size: int) -> List[Tuple[int, ...]]:
+    """ The head contract: logits for 'classification', else one map per feature_info entry at its stride."""
+    if kwargs.get('head') == 'classification':
+        return [(1, model.num_classes)]
+    info = model.feature_info
+    info = [dict(num_chs=c, reduction=r) for c, r in zip(info.channels(), info.reduction())] \
+        if hasattr(info, 'channels') else info[1:]
+    return [(1, f['num_chs'], math.ceil(size / f['reduction']), math.ceil(size / f['reduction'])) for f in info]
+
+
+def _run_case(case: Dict, weights: Optional[Tuple[str, str]], size: int) -> Dict:
+    """ One table row: build (loading `weights`, a (source, file) pair, when pretrained), forward, compare shapes."""
+    row = dict(case, weights=weights[0] if weights else '-', status='ok', shapes='', params=0, seconds=0.0, error='')
+    start = time.perf_counter()
+    try:
+        overlay = dict(pretrained_cfg_overlay=dict(file=weights[1])) if weights else {}
+        model = timm.create_model(case['variant'], pretrained=case['pretrained'], **case['kwargs'], **overlay)
+        model = model.eval().to(case['device'])
+        with torch.inference_mode():
+            out = model(torch.randn(1, 3, size, size, device=case['device']))
+        out = out if isinstance(out, (list, tuple)) else [out]
+        shapes = [tuple(o.shape) for o in out]
+        row.update(shapes=' '.join('x'.join(map(str, s[1:])) for s in shapes),
+                   params=sum(p.numel() for p in model.parameters()))
+        expected = _expected_shapes(model, case['kwargs'], size)
+        if shapes != expected:
+            row.update(status='FAIL', error=f'output shapes {shapes}, expected {expected}')
+    except Exception as e:  # a failing case is a table row, not the end of the check
+        row.update(status='FAIL', error=f'{type(e).__name__}: {e}')
+    row['seconds'] = round(time.perf_counter() - start, 2)
+    return row
+
+
+def _header(devices: List[str]) -> str:
+    cuda = f', {torch.cuda.get_device_name(0)}' if 'cuda' in devices else ''
+    return (f'timm-hrnet-patch {__version__}, timm {timm.__version__}, torch {torch.__version__}, '
+            f'devices: {", ".join(devices)}{cuda}\n'
+            f'start-up hook: {hook.pth_file() or "not installed"}, '
+            f'{"enabled" if hook.enabled() else f"disabled by {hook.ENV_VAR}=0"}, '
+            f'patched timm at import: {"yes" if hook.patched_timm() else "no"}; patch active: {is_active()}')
+
+
+def _table(rows: List[Dict]) -> str:
+    cols = [('variant', 18), ('model', 24), ('pretrained', 10), ('weights', 9), ('device', 6), ('status', 6),
+            ('params', 8), ('time s', 6), ('output shapes (C x H x W)', 0)]
+    lines = ['  '.join(f'{c:<{w}}' for c, w in cols).rstrip()]
+    for r in rows:
+        kw = r['kwargs']
+        model = f"features_only {kw['feature_location']!r}" if kw.get('features_only') else f"head={kw['head']!r}"
+        cells = [r['variant'], model, str(r['pretrained']), r['weights'], r['device'], r['status'],
+                 f"{r['params'] / 1e6:.1f}M", f"{r['seconds']:.2f}", r['shapes'] or r['error']]
+        lines.append('  '.join(f'{c:<{w}}' for c, (_, w) in zip(cells, cols)).rstrip())
+    return '\n'.join(lines)
+
+
+def check(args: argparse.Namespace) -> int:
+    """ Build, load and run every requested case; print a table; 0 if all pass, 1 otherwise."""
+    variants = timm.list_models(args.variants.split(',')) if args.variants else timm.list_models('hrnet*')
+    unknown = [v for v in variants if v not in timm.list_models('hrnet*')]
+    if not variants or unknown:
+        raise SystemExit(f'error: --variants matched no HRNet model ({unknown or args.variants})')
+    heads = args.heads.split(',') if args.heads is not None else list(HEADS)
+    bad = [h for h in heads if h not in HEADS]
+    if bad:
+        raise SystemExit(f'error: unknown head(s) {bad}, valid: {list(HEADS)}')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('error: --device cuda, but torch.cuda.is_available() is False')
+    devices = ['cpu', 'cuda'] if args.device == 'auto' and torch.cuda.is_available() else \
+        ['cpu'] if args.device == 'auto' else [args.device]
+    print(_header(devices), flush=True)
+
+    rows = []
+    cases = list(_cases(variants, heads, [False, True], devices))
+    with tempfile.TemporaryDirectory(prefix='timm-hrnet-patch-') as tmp:
+        for case in tqdm(cases, desc='check', unit='model', file=sys.stderr, dynamic_ncols=True):
+            weights = None
+            if case['pretrained']:
+                cached = _cached_weights(case['variant'])
+                weights = ('hf-cache', cached) if cached else ('synthetic', _synthetic_weights(case['variant'], tmp))
+            rows.append(_run_case(case, weights, args.size))
+    print(_table(rows))
+    failed = [r for r in rows if r['status'] != 'ok']
+    total = sum(r['seconds'] for r in rows)
+    print(f'\n{len(rows) - len(failed)}/{len(rows)} ok, {len(failed)} failed, {total:.1f} s in builds and forwards')
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(
+            timm=timm.__version__, torch=torch.__version__, patch=__version__, active=is_active(), rows=rows),
+            indent=1, default=str))
+    return 1 if failed else 0
+
+
+# ---- convert ----
+
+def _load_any(src: str) -> Dict:
+    """ A state dict (or a container of one) from .safetensors or a torch pickle; SystemExit if it is neither."""
+    try:
+        if src.endswith('.safetensors'):
+            return safetensors.torch.load_file(src)
+        return torch.load(src, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise SystemExit(f'error: {src} is not a checkpoint that can be read safely ({type(e).__name__}: {e})')
+
+
+def convert(args: argparse.Namespace) -> int:
+    """ SRC -> timm-ready DST .safetensors for --variant/--head, verified to load strictly; nothing written on error."""
+    if args.variant not in timm.list_models('hrnet*'):
+        raise SystemExit(f'error: --variant {args.variant!r} is not an HRNet model: {timm.list_models("hrnet*")}')
+    raw = _load_any(args.src)
+    if not isinstance(raw, dict):
+        raise SystemExit(f'error: {args.src} holds a {type(raw).__name__}, not a state dict')
+    with torch.device('meta'):
+        model = timm.create_model(args.variant, head=args.head)
+    try:
+        state_dict = checkpoint_filter_fn(raw, model)
+        tensors = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+        if len(tensors) != len(state_dict):
+            raise RuntimeError(f'non-tensor entries: {sorted(set(state_dict) - set(tensors))[:10]}')
+        added = sorted(k for k in model.state_dict() if k.endswith('.num_batches_tracked') and k not in tensors)
+        tensors.update({k: torch.tensor(0) for k in added})  # BatchNorm counters old releases lack
+        model.load_state_dict(tensors, strict=True, assign=True)
+    except RuntimeError as e:
+        raise SystemExit(f'error: {args.src} does not fit {args.variant} (head={args.head!r}): {e}')
+
+    dropped = _explain_dropped(raw, tensors)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, args.dst)
+    print(f'wrote {args.dst}: {len(tensors)} tensors for {args.variant} (head={args.head!r}), loads strictly')
+    if added:
+        print(f'added {len(added)} BatchNorm num_batches_tracked counters (0) the source lacks')
+    for reason, keys in dropped.items():
+        print(f'dropped {reason}: {", ".join(keys[:8])}{", ..." if len(keys) > 8 else ""}')
+    return 0
+
+
+def _explain_dropped(raw: Dict, kept: Dict) -> Dict[str, List[str]]:
+    """ What the conversion left out of the source, grouped by why."""
+    reasons: Dict[str, List[str]] = {}
+    inner = raw
+    for container in ('state_dict', 'model'):
+        if isinstance(raw.get(container), dict):
+            inner = raw[container]
+            outer = sorted(k for k in raw if k != container)
+            if outer:
+                reasons[f"entries around the '{container}' state dict (training state)"] = outer
+            break
+    head_keys: Dict[str, int] = {}
+    for key in inner:
+        name = key[len('module.'):] if key.startswith('module.') else key
+        if name not in kept:
+            head_keys[name.split('.', 1)[0]] = head_keys.get(name.split('.', 1)[0], 0) + 1
+    if head_keys:
+        reasons['keys of head modules this head does not build'] = [f'{m} ({n})' for m, n in sorted(head_keys.items())]
+    if any(k.startswith('module.') for k in inner):
+        reasons["'module.' prefixes (DataParallel / DDP), stripped"] = ['module.*']
+    return reasons
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='timm-hrnet-patch', description=__doc__.split('\n')[0])
+    sub = parser.add_subparsers(dest='command')
+    p = sub.add_parser('check', help='build, load and run every variant x head x pretrained x features_only x device')
+    p.add_argument('--variants', help='comma-separated names or wildcards (default: all hrnet*)')
+    p.add_argument('--heads', help="comma-separated heads, '' for headless (default: classification,incre,)")
+    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='auto: cpu, and cuda if present')
+    p.add_argument('--size', type=int, default=224, help='input height and width (default 224)')
+    p.add_argument('--json', help='also write the results to this JSON file')
+    p = sub.add_parser('convert', help='turn a checkpoint into a timm-ready .safetensors file, verified')
+    p.add_argument('src', help='.pth/.pt/.bin (MSRA release, timm, or training checkpoint) or .safetensors')
+    p.add_argument('dst', help='output .safetensors path')
+    p.add_argument('--variant', required=True, help='HRNet model name, e.g. hrnet_w18')
+    p.add_argument('--head', default='classification', choices=list(HEADS), help='head the file is for')
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv if argv and argv[0] in ('check', 'convert', '-h', '--help') else ['check', *argv])
+    return convert(args) if args.command == 'convert' else check(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
