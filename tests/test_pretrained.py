@@ -82,7 +82,10 @@ def test_loose_load_warns(alias, caplog):
     assert any('missing keys' in r.getMessage() and 'extra.weight' in r.getMessage() for r in caplog.records)
     loaded = model.state_dict()
     assert torch.equal(loaded['layer1.0.conv1.weight'], full['layer1.0.conv1.weight'])
-    assert not torch.equal(loaded['stage4.0.fuse_layers.0.1.1.running_var'], full['stage4.0.fuse_layers.0.1.1.running_var'])
+    # keys the checkpoint lacks are initialised as in a fresh build (the model is built on meta, then loaded)
+    running_var = loaded['stage4.0.fuse_layers.0.1.1.running_var']
+    assert torch.equal(running_var, torch.ones_like(running_var))
+    assert not any(t.is_meta for t in loaded.values())
 
 
 @pytest.mark.parametrize('num_classes', [0, 10])
@@ -165,3 +168,28 @@ def test_corrupted_checkpoint_names_keys(head):
             assert f'size mismatch for {c.reshape}' in message
 
     check()
+
+
+@pytest.mark.parametrize('kwargs', [dict(), dict(num_classes=10), dict(head=''), dict(features_only=True)])
+def test_pretrained_build_skips_random_init(kwargs):
+    """ Pretrained models are built on meta and take the checkpoint's tensors: nothing is left on meta, parameters
+    train as usual, and a resized classifier gets timm's fresh init."""
+    variant = 'hrnet_w18_small'
+    sd = served_checkpoint(variant)
+    model = timm.create_model(variant, pretrained=True, **kwargs)
+    assert model.training and all(p.requires_grad and not p.is_meta for p in model.parameters())
+    assert not any(b.is_meta for b in model.buffers())
+    model_sd = model.state_dict()
+    assert all(torch.equal(model_sd[k], sd[k]) for k in model_sd if not k.startswith('classifier.'))
+    if kwargs.get('num_classes'):
+        bound = 2048 ** -0.5  # nn.Linear's default init: uniform within 1/sqrt(fan_in)
+        assert model.classifier.weight.shape == (10, 2048) and 0 < model.classifier.weight.abs().max() <= bound
+
+
+def test_pretrained_half_checkpoint_loads_in_float32():
+    variant = 'hrnet_w18_small'
+    half = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint(variant).items()}
+    model = timm.create_model(variant, pretrained=True, pretrained_cfg_overlay=serve_modified(variant, half, 'half'))
+    model_sd = model.state_dict()
+    assert {v.dtype for v in model_sd.values()} == {torch.float32, torch.int64}
+    assert all(torch.equal(model_sd[k], v.to(model_sd[k].dtype)) for k, v in half.items())

@@ -11,10 +11,11 @@ import torch.nn as nn
 
 import timm.models
 import timm.layers
-from timm.models import _registry, resnet
+from timm.models import _builder, _registry, resnet
 
 __all__ = [
-    'BasicBlock', 'Bottleneck', 'create_classifier', 'feature_take_indices', 'get_device_dtype', 'register_model',
+    'BasicBlock', 'Bottleneck', 'create_classifier', 'feature_take_indices', 'get_device_dtype', 'load_pretrained',
+    'register_model',
 ]
 
 _Fn = TypeVar('_Fn', bound=Callable)
@@ -78,6 +79,13 @@ except ImportError:
             if bad:
                 raise ValueError(f'feature indices {bad} are out of range (0 to {num_features - 1})')
         return take_indices, max(take_indices)
+
+
+def load_pretrained(model: nn.Module, cache_dir=None, **kwargs) -> None:
+    """ timm's load_pretrained; cache_dir is passed on only where timm takes it (and only when set)."""
+    if cache_dir is not None:
+        kwargs['cache_dir'] = cache_dir
+    _builder.load_pretrained(model, **kwargs)
 
 
 def _unregister(model_name: str) -> None:
