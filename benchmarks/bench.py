@@ -1,0 +1,156 @@
+""" Patched vs upstream HRNet, side by side: forward latency, and pretrained creation time and peak memory.
+
+    python benchmarks/bench.py [--reps 10] [--loads 3] [--skip-forward] [--skip-load]
+
+Upstream is the installed timm's own `timm/models/hrnet.py`, called through its module (the registry is not
+touched). Both get the same weights (a synthetic checkpoint with upstream's layout) and the same inputs.
+- forward: hrnet_w18 at batch 1 and 8 and hrnet_w48 at batch 4, 224 px, float32, contiguous and channels_last
+  (and on CUDA: float32 and bfloat16 autocast); repetitions interleaved, medians, ratio patched / upstream.
+- create_model(pretrained=True) for hrnet_w18 and hrnet_w64 (also head='' and features_only=True), each in a
+  fresh process from an offline Hugging Face cache (page cache warm after the first run): wall time, and the
+  call's peak RSS above the process's RSS before it (torch and timm imported), as a multiple of the checkpoint's size.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Peak RSS of the create_model call alone: the kernel's peak (VmHWM) is reset right before it (clear_refs 5),
+# importing torch peaks higher than many loads, so the process-lifetime peak would hide them.
+CHILD = r'''
+import gc, re, sys, time, warnings
+warnings.simplefilter('ignore')
+import torch, timm, timm.models.hrnet as upstream
+def rss(field):
+    return int(re.search(field + r':\s+(\d+) kB', open('/proc/self/status').read()).group(1)) * 1024
+what, variant, kwargs = sys.argv[1], sys.argv[2], eval(sys.argv[3])
+gc.collect()
+open('/proc/self/clear_refs', 'w').write('5')
+before = rss('VmRSS')
+start = time.perf_counter()
+if what == 'patched':
+    model = timm.create_model(variant, pretrained=True, **kwargs)
+else:
+    model = getattr(upstream, variant)(pretrained=True, **kwargs)
+print(time.perf_counter() - start, rss('VmHWM') - before, before)
+'''
+
+
+def _serve(variants, cache: str) -> dict:
+    """ Synthetic checkpoints from upstream's models, as model.safetensors of each default tag; returns sizes."""
+    import safetensors.torch
+    import timm
+    import timm.models.hrnet as upstream
+    sizes = {}
+    for variant in variants:
+        snapshot = Path(cache) / f"models--{timm.models.get_pretrained_cfg(variant).hf_hub_id.replace('/', '--')}"
+        (snapshot / 'refs').mkdir(parents=True, exist_ok=True)
+        (snapshot / 'refs' / 'main').write_text('0' * 40)
+        path = snapshot / 'snapshots' / ('0' * 40) / 'model.safetensors'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sd = getattr(upstream, variant)(pretrained=False).state_dict()
+        safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+        sizes[variant] = path.stat().st_size
+    return sizes
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float('nan')
+
+
+def bench_load(loads: int) -> None:
+    cases = [('hrnet_w18', {}), ('hrnet_w64', {}), ('hrnet_w18', {'head': ''}), ('hrnet_w64', {'head': ''}),
+             ('hrnet_w18', {'features_only': True}), ('hrnet_w64', {'features_only': True})]
+    with tempfile.TemporaryDirectory(prefix='hrnet-bench-hf-') as cache:
+        sizes = _serve(sorted({v for v, _ in cases}), cache)
+        env = dict(os.environ, HF_HUB_CACHE=cache, HUGGINGFACE_HUB_CACHE=cache, HF_HUB_OFFLINE='1')
+
+        def child(what, variant, kwargs):
+            patch_env = dict(env, TIMM_HRNET_PATCH='1' if what == 'patched' else '0')
+            out = subprocess.run([sys.executable, '-c', CHILD, what, variant, repr(kwargs)], env=patch_env,
+                                 capture_output=True, text=True)
+            if out.returncode:  # e.g. upstream timm 0.9.16 cannot load head='' pretrained: reported as nan
+                return float('nan'), float('nan')
+            seconds, rss, before = out.stdout.split()
+            child.before = int(before)
+            return float(seconds), int(rss)
+
+        print(f'\ncreate_model(pretrained=True), fresh process each, median of {loads}')
+        print(f"{'case':34} {'upstream s':>10} {'patched s':>10} {'ratio':>6} {'upstream RSS':>13} {'patched RSS':>12}"
+              f" {'ratio':>6}  (peak RSS of the call above the RSS before it, x checkpoint size)")
+        for variant, kwargs in cases:
+            runs = {'upstream': [], 'patched': []}
+            for _ in range(loads):  # interleaved
+                for what in runs:
+                    runs[what].append(child(what, variant, kwargs))
+            t = {w: statistics.median(r[0] for r in rs) for w, rs in runs.items()}
+            m = {w: statistics.median(r[1] for r in rs) / sizes[variant] for w, rs in runs.items()}
+            name = f"{variant} {' '.join(f'{k}={v!r}' for k, v in kwargs.items())}"
+            print(f"{name:34} {t['upstream']:10.2f} {t['patched']:10.2f} {_ratio(t['patched'], t['upstream']):6.2f} "
+                  f"{m['upstream']:12.2f}x {m['patched']:11.2f}x {_ratio(m['patched'], m['upstream']):6.2f}"
+                  f"  (checkpoint {sizes[variant] / 2**20:.0f} MB)")
+
+
+def bench_forward(reps: int) -> None:
+    import torch
+    import timm
+    import timm.models.hrnet as upstream
+    import timm_hrnet_patch  # noqa: F401
+    from timm_hrnet_patch import checkpoint_filter_fn
+
+    devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+    card = f' ({torch.cuda.get_device_name(0)})' if 'cuda' in devices else ''
+    print(f'\nforward latency, median of {reps} interleaved repetitions, 224 px, devices: {", ".join(devices)}{card}')
+    print(f"{'case':48} {'upstream ms':>12} {'patched ms':>11} {'ratio':>6}")
+    for variant, batch in (('hrnet_w18', 1), ('hrnet_w18', 8), ('hrnet_w48', 4)):
+        theirs = getattr(upstream, variant)(pretrained=False).eval()
+        ours = timm.create_model(variant).eval()
+        ours.load_state_dict(checkpoint_filter_fn(theirs.state_dict(), ours))
+        for device in devices:
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                for dtype in ((torch.float32,) if device == 'cpu' else (torch.float32, torch.bfloat16)):
+                    models = {w: m.to(device, memory_format=fmt) for w, m in (('upstream', theirs), ('patched', ours))}
+                    x = torch.randn(batch, 3, 224, 224, device=device).to(memory_format=fmt)
+                    times = {w: [] for w in models}
+                    with torch.inference_mode(), torch.autocast(device, dtype, enabled=dtype != torch.float32):
+                        for w, m in models.items():  # warm-up
+                            m(x)
+                        for r in range(reps):
+                            for w in (list(models) if r % 2 else list(models)[::-1]):
+                                if device == 'cuda':
+                                    torch.cuda.synchronize()
+                                start = time.perf_counter()
+                                models[w](x)
+                                if device == 'cuda':
+                                    torch.cuda.synchronize()
+                                times[w].append(time.perf_counter() - start)
+                    t = {w: statistics.median(ts) * 1e3 for w, ts in times.items()}
+                    name = f"{variant} b{batch} {device} {str(dtype)[6:]} " \
+                           f"{'channels_last' if fmt == torch.channels_last else 'contiguous'}"
+                    print(f"{name:48} {t['upstream']:12.1f} {t['patched']:11.1f} {t['patched'] / t['upstream']:6.3f}",
+                          flush=True)
+        theirs.cpu(), ours.cpu()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+    parser.add_argument('--reps', type=int, default=10)
+    parser.add_argument('--loads', type=int, default=3)
+    parser.add_argument('--skip-forward', action='store_true')
+    parser.add_argument('--skip-load', action='store_true')
+    args = parser.parse_args()
+    import timm
+    import torch
+    print(f'timm {timm.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs')
+    if not args.skip_load:
+        bench_load(args.loads)
+    if not args.skip_forward:
+        bench_forward(args.reps)
+
+
+if __name__ == '__main__':
+    main()
