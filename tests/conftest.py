@@ -145,18 +145,17 @@ def create(variant: str, pretrained: bool = False, **kwargs) -> torch.nn.Module:
     return timm.create_model(variant, pretrained=pretrained, **kwargs).eval()
 
 
-@functools.lru_cache(maxsize=6)
-def built(variant: str, head: str = 'classification') -> torch.nn.Module:
-    """ A patched model in eval mode, shared between tests: do not modify it."""
-    return create(variant, head=head)
-
-
 def assert_loaded(model: torch.nn.Module, expected: Dict[str, torch.Tensor]) -> None:
     """ The model holds exactly the expected keys, each tensor equal to the expected one."""
     model_sd = model.state_dict()
     assert set(model_sd) == set(expected)
     for k, v in expected.items():
         assert torch.equal(model_sd[k].cpu(), v), k
+
+
+def listed(out) -> List[torch.Tensor]:
+    """ A forward's output as a list: the classification head's tensor, or the feature heads' maps."""
+    return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
 def assert_same(actual: List[torch.Tensor], expected: List[torch.Tensor], msg: str = '') -> None:

@@ -4,14 +4,10 @@ Slow: each compiles hrnet_w18_small (the same code as every variant) with induct
 import pytest
 import torch
 
-from conftest import DEVICES, assert_same, create
+from conftest import DEVICES, assert_same, create, listed
 
 KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in ('classification', 'incre', '')] + [
     pytest.param(dict(features_only=True, feature_location=h), id=f'features_only={h!r}') for h in ('incre', '')]
-
-
-def _listed(out):
-    return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
 @pytest.mark.slow
@@ -22,8 +18,8 @@ def test_compile_fullgraph(kind, device):
     model = create('hrnet_w18_small', **kind).to(device)
     x = torch.randn(2, 3, 80, 72, device=device)  # not a multiple of 32
     with torch.inference_mode():
-        expected = _listed(model(x))
-        out = _listed(torch.compile(model, fullgraph=True)(x))
+        expected = listed(model(x))
+        out = listed(torch.compile(model, fullgraph=True)(x))
     assert [o.shape for o in out] == [e.shape for e in expected]
     for o, e in zip(out, expected):  # generated kernels may reorder float sums
         torch.testing.assert_close(o, e, rtol=1e-4, atol=1e-3)
@@ -37,4 +33,4 @@ def test_export(kind, device):
     x = torch.randn(2, 3, 80, 72, device=device)
     program = torch.export.export(model, (x,))
     with torch.no_grad():
-        assert_same(_listed(program.module()(x)), _listed(model(x)))
+        assert_same(listed(program.module()(x)), listed(model(x)))

@@ -13,7 +13,7 @@ from timm_hrnet_patch import hrnet
 import strategies
 from conftest import (
     DEVICES, HEADS, INCRE_CHS, PRETRAINED_PARAMS, VARIANT_PARAMS, branch_chs, checkpoint, create, expected_state,
-    output_shapes)
+    listed, output_shapes)
 
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('pretrained', PRETRAINED_PARAMS)
@@ -37,7 +37,7 @@ def test_construction_kwargs(variant, pretrained, device):
             out = model(spec.make(device))
         if head != 'classification':
             num_classes, global_pool = 0, 'avg'  # ignored by the feature heads
-        assert [tuple(o.shape) for o in (out if isinstance(out, list) else [out])] == \
+        assert [tuple(o.shape) for o in listed(out)] == \
             output_shapes(variant, head, spec.batch, spec.height, spec.width, num_classes, global_pool)
         if pretrained:
             expected = dict(expected_state(variant, head))

@@ -15,16 +15,12 @@ from hypothesis import given
 import strategies
 from conftest import (
     DEVICES, HEAD_MODULES, HEAD_PARAMS, PRETRAINED_PARAMS, REDUCTIONS, VARIANT_PARAMS,
-    assert_loaded, assert_same, create, expected_state, map_shapes, output_shapes)
+    assert_loaded, assert_same, create, expected_state, listed, map_shapes, output_shapes)
 
 BUILT = {'classification': HEAD_MODULES, 'incre': HEAD_MODULES[:1], '': ()}
 # CPU-vs-CUDA tolerance on the relative error norm |cuda - cpu| / |cpu|, per compute dtype: float32 allows for TF32
 # convolutions. Measured on CPU autocast with the synthetic checkpoints: bfloat16 <= 0.11, float16 <= 0.023.
 RTOL = {torch.float32: 0.03, torch.bfloat16: 0.25, torch.float16: 0.06}
-
-
-def _listed(out) -> List[torch.Tensor]:
-    return out if isinstance(out, (list, tuple)) else [out]
 
 
 def _run(fn, x, dtype: torch.dtype, device: str = 'cpu'):
@@ -64,10 +60,10 @@ def test_model(variant, head, pretrained, device, no_key_warnings):
     @given(spec=strategies.inputs(), dtype=strategies.dtypes(device))
     def check(spec, dtype):
         x = spec.make(device)
-        out = _listed(_run(model, x, dtype, device))
+        out = listed(_run(model, x, dtype, device))
         assert [tuple(o.shape) for o in out] == output_shapes(variant, head, spec.batch, spec.height, spec.width)
         feats = _run(model.forward_features, x, dtype, device)
-        assert_same(_listed(_run(model.forward_head, feats, dtype, device)), out)
+        assert_same(listed(_run(model.forward_head, feats, dtype, device)), out)
         if head == 'classification':  # the feature_info maps are internal: take them all
             maps = _run(lambda t: model.forward_intermediates(t, intermediates_only=True), x, dtype, device)
         else:  # the maps are the outputs (and the features), only the stem map is extra
@@ -78,7 +74,7 @@ def test_model(variant, head, pretrained, device, no_key_warnings):
         expected_maps = map_shapes(variant, head, spec.batch, spec.height, spec.width)
         assert [tuple(m.shape) for m in maps] == expected_maps and [s[1] for s in expected_maps] == channels
         if device != 'cpu':
-            _assert_matches_cpu(out, _listed(_run(cpu_model, x.cpu(), torch.float32)), dtype, pretrained)
+            _assert_matches_cpu(out, listed(_run(cpu_model, x.cpu(), torch.float32)), dtype, pretrained)
 
     check()
 

@@ -7,7 +7,7 @@ from hypothesis import given
 
 import timm
 import strategies
-from conftest import DEVICES, HEADS, VARIANT_PARAMS, assert_same, checkpoint, upstream_model
+from conftest import DEVICES, HEADS, VARIANT_PARAMS, assert_same, checkpoint, listed, upstream_model
 from timm_hrnet_patch import checkpoint_filter_fn
 
 
@@ -40,6 +40,6 @@ def test_outputs_equal_upstream(variant, device):
             }
             for head, model in ours.items():
                 out = model(x)
-                assert_same(out if isinstance(out, list) else [out], expected[head], head)
+                assert_same(listed(out), expected[head], head)
 
     check()
