@@ -11,12 +11,8 @@ Original header:
   Licensed under the MIT License.
   Written by Bin Xiao (Bin.Xiao@microsoft.com)
   Modified by Ke Sun (sunk@mail.ustc.edu.cn)
-
-Patched (timm-hrnet-patch): head-aware construction ('classification', 'incre', ''), head-aware
-checkpoint filtering with strict loading for every head, fuse layers that accept any input size.
 """
 import logging
-from contextlib import nullcontext
 from copy import deepcopy
 from functools import partial
 from typing import Any, Dict, List, Type, Optional, Tuple, Union
@@ -26,14 +22,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models._builder import build_model_with_cfg, pretrained_cfg_for_features
+from timm.models._builder import pretrained_cfg_for_features
 from timm.models._features import FeatureInfo
 from timm.models._registry import generate_default_cfgs
 from ._compat import (  # older timm lacks some of these, timm >= 1.0.31 provides them all
-    BasicBlock, Bottleneck, create_classifier, feature_take_indices, get_device_dtype, load_pretrained, register_model)
+    BasicBlock, Bottleneck, create_classifier, feature_take_indices, get_device_dtype, register_model)
+from ._meta_load import build_model_with_cfg  # timm's, with pretrained models built on meta (no random init)
 
-# model_registry will add each entrypoint fn to this
-__all__ = ['HighResolutionNet', 'HighResolutionNetFeatures', 'checkpoint_filter_fn', 'HEADS']
+__all__ = ['HighResolutionNet', 'HighResolutionNetFeatures']  # model_registry will add each entrypoint fn to this
 
 _BN_MOMENTUM = 0.1
 _logger = logging.getLogger(__name__)
@@ -779,30 +775,19 @@ class HighResolutionNet(nn.Module):
 
     @torch.jit.ignore
     def init_weights(self):
-        if self.conv1.weight.is_meta:  # built to be loaded: init_meta_() initialises what a load leaves out
+        if self.conv1.weight.is_meta:  # nothing to initialise, and a meta build is cheap without it
             return
         for m in self.modules():
-            _init_module(m)
+            self._init_weights(m)
 
-    def load_state_dict(self, state_dict: Dict[str, torch.Tensor], strict: bool = True, assign: bool = False):
-        """ nn.Module's, except that a model built on the meta device takes the state_dict's tensors (cast to its
-        dtypes) instead of copying into tensors that hold no data: no random init, no second copy of the weights."""
-        if not assign and any(p.is_meta for p in self.parameters()):
-            own = self.state_dict()
-            state_dict = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v
-                          for k, v in state_dict.items()}
-            assign = True
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    def init_meta_(self, device: Union[str, torch.device] = 'cpu') -> None:
-        """ Materialise, on `device`, and initialise as a fresh build does, whatever is still on the meta device after
-        a load (a classifier timm re-initialises, keys a non-strict load lacked)."""
-        for m in self.modules():
-            if any(t.is_meta for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)]):
-                m.to_empty(device=device, recurse=False)
-                if hasattr(m, 'reset_parameters'):
-                    m.reset_parameters()
-                _init_module(m)
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(
+                m.weight, mode='fan_out', nonlinearity='relu')
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
 
     @torch.jit.ignore
     def group_matcher(self, coarse=False):
@@ -1058,14 +1043,6 @@ class HighResolutionNetFeatures(HighResolutionNet):
         return out
 
 
-def _init_module(m: nn.Module) -> None:
-    if isinstance(m, nn.Conv2d):
-        nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-    elif isinstance(m, nn.BatchNorm2d):
-        nn.init.constant_(m.weight, 1)
-        nn.init.constant_(m.bias, 0)
-
-
 def _format_keys(keys: List[str], limit: int = 10) -> str:
     keys = sorted(keys)
     more = f', ... ({len(keys) - limit} more)' if len(keys) > limit else ''
@@ -1148,32 +1125,17 @@ def _create_hrnet(
     cfg_variant = cfg_variant or variant
 
     pretrained_strict = model_kwargs.pop('pretrained_strict', True)
-    filter_fn = partial(checkpoint_filter_fn, strict=pretrained_strict)
-    # pretrained weights go into a model built on the meta device: no random init for the checkpoint to overwrite
-    load_on_meta = pretrained and features_mode != 'cfg' and model_kwargs.get('device') is None
-    with torch.device('meta') if load_on_meta else nullcontext():
-        model = build_model_with_cfg(
-            model_cls,
-            variant,
-            pretrained and not load_on_meta,
-            model_cfg=cfg_cls[cfg_variant],
-            pretrained_strict=pretrained_strict,
-            pretrained_filter_fn=filter_fn,
-            kwargs_filter=kwargs_filter,
-            features_only=features_mode == 'cfg',
-            **model_kwargs,
-        )
-    if load_on_meta:
-        load_pretrained(
-            model,
-            pretrained_cfg=model.pretrained_cfg,
-            num_classes=model.num_classes,
-            in_chans=model_kwargs.get('in_chans', 3),
-            filter_fn=filter_fn,
-            strict=pretrained_strict,
-            cache_dir=model_kwargs.get('cache_dir'),
-        )
-        model.init_meta_()
+    model = build_model_with_cfg(
+        model_cls,
+        variant,
+        pretrained,
+        model_cfg=cfg_cls[cfg_variant],
+        pretrained_strict=pretrained_strict,
+        pretrained_filter_fn=partial(checkpoint_filter_fn, strict=pretrained_strict),
+        kwargs_filter=kwargs_filter,
+        features_only=features_mode == 'cfg',
+        **model_kwargs,
+    )
     if features_mode == 'cls':
         model.pretrained_cfg = pretrained_cfg_for_features(model.default_cfg)
         model.default_cfg = model.pretrained_cfg  # backwards compat

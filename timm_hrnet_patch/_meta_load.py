@@ -1,0 +1,67 @@
+""" Pretrained builds without random init: timm's build_model_with_cfg, with the model built on the meta device and
+the checkpoint's tensors taking the place of the empty ones (no init for the checkpoint to overwrite, no second copy
+of the weights).
+
+This is the package's, not part of the fix proposed upstream: the model module imports it in place of timm's
+builder function, and `timm-hrnet-patch upstream-diff` swaps that import back.
+"""
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+from timm.models import _builder
+from ._compat import load_pretrained
+
+__all__ = ['build_model_with_cfg']
+
+
+def build_model_with_cfg(model_cls: type, variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
+    """ timm's build_model_with_cfg, same arguments and result.
+
+    A pretrained model (not features_only, no device given) is built on the meta device, then loaded through timm's
+    load_pretrained, taking the checkpoint's tensors (cast to the model's dtypes). Whatever the load leaves on meta (a
+    resized classifier, keys a loose load lacked) is materialised on the CPU and initialised as a fresh build does:
+    reset_parameters(), then the model's `_init_weights(module)` where it has one.
+    """
+    if not pretrained or kwargs.get('features_only') or kwargs.get('device') is not None:
+        return _builder.build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    with torch.device('meta'):
+        model = _builder.build_model_with_cfg(model_cls, variant, False, **kwargs)
+    with _assigning_load(model):
+        load_pretrained(
+            model,
+            pretrained_cfg=model.pretrained_cfg,
+            num_classes=model.num_classes,
+            in_chans=kwargs.get('in_chans', 3),
+            filter_fn=kwargs.get('pretrained_filter_fn'),
+            strict=kwargs.get('pretrained_strict', True),
+            cache_dir=kwargs.get('cache_dir'),
+        )
+    init_module = getattr(model, '_init_weights', None)
+    for m in model.modules():
+        if any(t.is_meta for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)]):
+            m.to_empty(device='cpu', recurse=False)
+            if hasattr(m, 'reset_parameters'):
+                m.reset_parameters()
+            if init_module is not None:
+                init_module(m)
+    return model
+
+
+@contextmanager
+def _assigning_load(model: nn.Module) -> Iterator[None]:
+    """ Within the context, model.load_state_dict assigns the state_dict's tensors (cast to the model's dtypes)
+    instead of copying them into tensors that hold no data."""
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+
+    def load_state_dict(state_dict, strict: bool = True, assign: bool = False):
+        state_dict = {k: v.to(dtypes[k]) if k in dtypes and v.is_floating_point() else v for k, v in state_dict.items()}
+        return type(model).load_state_dict(model, state_dict, strict=strict, assign=True)
+
+    model.load_state_dict = load_state_dict
+    try:
+        yield
+    finally:
+        del model.load_state_dict
