@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis import strategies as st
 
 import timm
-from timm_hrnet_patch import HEADS
+from target import hrnet
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile(  # no shrinking: each example builds models, a failure reports the example as drawn
@@ -55,6 +55,7 @@ batches = st.integers(1, 3)
 in_chans = st.sampled_from([1, 3, 4])
 num_classes = st.sampled_from([0, 1, 1000]) | st.integers(2, 2000)
 global_pools = st.sampled_from(['avg', ''])
+HEADS = hrnet.HEADS
 heads = st.sampled_from(HEADS)
 invalid_heads = st.one_of(st.text(max_size=12).filter(lambda h: h not in HEADS), st.integers(), st.booleans())
 CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -78,7 +79,7 @@ def dtypes(device: str) -> st.SearchStrategy[torch.dtype]:
 
 @st.composite
 def construction_kwargs(draw) -> Dict:
-    """ create_model kwargs around the matrix. May hold the invalid global_pool='' with num_classes>0."""
+    """ create_model kwargs around the matrix. May hold global_pool='' with num_classes>0 (builds, cannot classify)."""
     return dict(head=draw(heads), num_classes=draw(num_classes), global_pool=draw(global_pools),
                 in_chans=draw(in_chans))
 

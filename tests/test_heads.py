@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 import timm
 from timm.models import adapt_input_conv
-from timm_hrnet_patch import hrnet
 
 import strategies
+from target import hrnet
 from conftest import (
     DEVICES, HEADS, INCRE_CHS, PRETRAINED_PARAMS, VARIANT_PARAMS, branch_chs, checkpoint, create, expected_state,
     listed, output_shapes)
@@ -26,13 +26,13 @@ def test_construction_kwargs(variant, pretrained, device):
     @given(kwargs=strategies.construction_kwargs(), data=st.data())
     def check(kwargs, data):
         head, num_classes, global_pool, in_chans = (kwargs[k] for k in ('head', 'num_classes', 'global_pool', 'in_chans'))
-        if head == 'classification' and num_classes and not global_pool:
-            error = f"global_pool='' .* needs num_classes=0, got num_classes={num_classes}"
-            with pytest.raises(ValueError, match=error):
-                create(variant, pretrained, **kwargs)
-            return
         model = create(variant, pretrained, **kwargs).to(device)
         spec = data.draw(strategies.inputs(chans=in_chans, high=96))
+        if head == 'classification' and num_classes and not global_pool:  # builds as timm's, cannot classify
+            error = rf"global_pool='' .* classifier \(num_classes={num_classes}\) needs pooled features"
+            with pytest.raises(ValueError, match=error):
+                model(spec.make(device))
+            return
         with torch.inference_mode():
             out = model(spec.make(device))
         if head != 'classification':
@@ -88,10 +88,7 @@ def test_construction_is_pure(calls):
     before = copy.deepcopy(hrnet.cfg_cls)
     with torch.device('meta'):
         for variant, kwargs in calls:
-            try:
-                model = timm.create_model(variant, **kwargs)
-            except ValueError:  # global_pool='' with num_classes > 0
-                continue
+            model = timm.create_model(variant, **kwargs)
             assert model.conv1.out_channels == kwargs.get('stem_width', 64)
         assert hrnet.cfg_cls == before
         layouts = {v: {k: t.shape for k, t in timm.create_model(v).state_dict().items()} for v, _ in calls}
@@ -151,8 +148,10 @@ def test_reset_classifier():
     assert model(x).shape == (2, 5)
     model.reset_classifier(0, '')
     assert model(x).shape == (2, 2048, 2, 2)
-    with pytest.raises(ValueError, match="global_pool='' .* needs num_classes=0"):
-        model.reset_classifier(3)
+    model.reset_classifier(3)  # keeps global_pool='': builds, as in timm, but cannot classify
+    assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 2048, 2, 2)
+    with pytest.raises(ValueError, match=r"global_pool='' .* classifier \(num_classes=3\) needs pooled features"):
+        model(x)
     for head in ('incre', ''):
         model = timm.create_model('hrnet_w18_small', head=head)
         model.reset_classifier(0)

@@ -43,9 +43,15 @@ Bottleneck = _with_device_dtype(resnet.Bottleneck)
 if _takes_device(timm.layers.create_classifier):
     create_classifier = timm.layers.create_classifier
 else:
-    def create_classifier(*args, device=None, dtype=None, **kwargs) -> Tuple[nn.Module, ...]:
-        """ timm.layers.create_classifier, with the device/dtype kwargs it gained in timm 1.0.2x."""
-        modules = timm.layers.create_classifier(*args, **kwargs)
+    def create_classifier(
+            num_features: int, num_classes: int, pool_type: str = 'avg', device=None, dtype=None, **kwargs,
+    ) -> Tuple[nn.Module, ...]:
+        """ timm.layers.create_classifier, with the device/dtype kwargs it gained in timm 1.0.2x, and a Linear
+        classifier after pool_type='' (no pooling), which timm 0.9 asserts against."""
+        modules = list(timm.layers.create_classifier(
+            num_features, num_classes if pool_type else 0, pool_type=pool_type, **kwargs))
+        if num_classes > 0 and not pool_type:
+            modules[-1] = nn.Linear(num_features, num_classes)
         return tuple(m.to(device=device, dtype=dtype) for m in modules)
 
 try:

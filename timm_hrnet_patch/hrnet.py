@@ -547,7 +547,7 @@ class HighResolutionNet(nn.Module):
                 None is an alias of ''. num_classes, global_pool and drop_rate apply to 'classification' only.
 
         Raises:
-            ValueError: unknown head, output_stride other than 32, or global_pool='' with num_classes > 0.
+            ValueError: unknown head or output_stride other than 32.
             TypeError: kwargs that are not architecture cfg entries.
         """
         dd = {'device': device, 'dtype': dtype}
@@ -557,8 +557,6 @@ class HighResolutionNet(nn.Module):
             raise ValueError(f"Unknown HRNet head {head!r}, valid values are {HEADS} (None is an alias of '').")
         if output_stride != 32:
             raise ValueError(f'HRNet supports output_stride=32 only, got {output_stride}.')  # FIXME support dilation
-        if head == 'classification' and num_classes and not global_pool:
-            raise ValueError(f"global_pool='' (no pooling) needs num_classes=0, got num_classes={num_classes}.")
         self.num_classes = num_classes
         self.in_chans = in_chans
 
@@ -822,8 +820,6 @@ class HighResolutionNet(nn.Module):
         if global_pool is None:
             # keep current pooling
             global_pool = getattr(self.global_pool, 'pool_type', 'avg')
-        if num_classes and not global_pool:
-            raise ValueError(f"global_pool='' (no pooling) needs num_classes=0, got num_classes={num_classes}.")
         dd = get_device_dtype(self)
         self.num_classes = num_classes
         self.global_pool, self.classifier = create_classifier(
@@ -977,7 +973,13 @@ class HighResolutionNet(nn.Module):
         # Classification Head
         x = self.global_pool(x)
         x = self.head_drop(x)
-        return x if pre_logits else self.classifier(x)
+        if pre_logits:
+            return x
+        if isinstance(self.classifier, nn.Linear) and self.global_pool.is_identity():
+            raise ValueError(
+                f"global_pool='' (no pooling) gives unpooled maps, the classifier (num_classes={self.num_classes}) "
+                f"needs pooled features: set a global_pool, or num_classes=0.")
+        return self.classifier(x)
 
     def forward(self, x):
         y = self.forward_features(x)
