@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Dict, List, Tuple
 
 _HF_CACHE = tempfile.mkdtemp(prefix='hrnet-patch-hf-')
@@ -21,19 +20,18 @@ os.environ['HF_HUB_OFFLINE'] = '1'
 os.environ['HF_HUB_DISABLE_TELEMETRY'] = '1'
 
 import pytest  # noqa: E402
-import safetensors.torch  # noqa: E402
 import torch  # noqa: E402
 
 import timm  # noqa: E402
-import timm.models.hrnet as upstream  # noqa: E402
-import timm_hrnet_patch  # noqa: E402  (registers the patched models)
+from target import hrnet  # noqa: E402  (the module under test, its models registered)
+from synthetic import checkpoint, serve_from_hub, upstream_model  # noqa: E402,F401
 import strategies  # noqa: E402,F401  (loads the Hypothesis profile)
 
 # xdist workers share the cores: one worker per core, one thread per worker, instead of oversubscribing
 torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1))))
 
 VARIANTS = timm.list_models('hrnet*')
-HEADS = timm_hrnet_patch.HEADS
+HEADS = hrnet.HEADS
 HEAD_MODULES = ('incre_modules', 'downsamp_modules', 'final_layer', 'classifier')
 # Matrix axes. The w18 family is the quick loop, the bigger variants are marked slow: -m "not slow".
 VARIANT_PARAMS = [pytest.param(v, marks=() if v.startswith('hrnet_w18') else pytest.mark.slow) for v in VARIANTS]
@@ -42,7 +40,6 @@ PRETRAINED_PARAMS = [pytest.param(False, id='scratch'), pytest.param(True, id='p
 _NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA: torch.cuda.is_available() is False')
 DEVICES = ['cpu', pytest.param('cuda', marks=[pytest.mark.cuda, _NO_CUDA])]
 
-_REVISION = '0' * 40
 INCRE_CHS = [128, 256, 512, 1024]
 REDUCTIONS = [2, 4, 8, 16, 32]
 
@@ -51,7 +48,7 @@ REDUCTIONS = [2, 4, 8, 16, 32]
 
 def branch_chs(variant: str) -> List[int]:
     """ Channels of the four stage4 branch maps, from the variant's arch cfg."""
-    return list(timm_hrnet_patch.hrnet.cfg_cls[variant.replace('_ssld', '')]['stage4']['num_channels'])
+    return list(hrnet.cfg_cls[variant.replace('_ssld', '')]['stage4']['num_channels'])
 
 
 def reduce(height: int, width: int, reduction: int) -> Tuple[int, int]:
@@ -79,49 +76,10 @@ def output_shapes(variant: str, head: str, batch: int, height: int, width: int,
 
 # ---- checkpoints and models ----
 
-@functools.lru_cache(maxsize=None)
-def upstream_model(variant: str) -> torch.nn.Module:
-    """ Upstream timm's own classification model of a variant (from its module: the registry holds ours), with
-    random BN affine and BN statistics calibrated on a random batch, so that, like a trained net, activations stay
-    in float16 range. It is the source of the variant's synthetic checkpoint. Once per process; do not modify it.
-    """
-    torch.manual_seed(sum(map(ord, variant)))
-    model = getattr(upstream, variant)(pretrained=False)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: the stats of the one calibration batch
-    with torch.no_grad():
-        model.train()(torch.randn(4, 3, 64, 64))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = 0.1
-            m.num_batches_tracked.fill_(7)
-    return model.eval()
-
-
-def checkpoint(variant: str) -> Dict[str, torch.Tensor]:
-    """ The variant's synthetic checkpoint: upstream's key layout and tensors (sharing upstream_model's storage)."""
-    return {k: v.detach() for k, v in upstream_model(variant).state_dict().items()}
-
-
 def expected_state(variant: str, head: str) -> Dict[str, torch.Tensor]:
     """ The checkpoint entries a model with this head (or feature_location) holds."""
     absent = {'classification': (), 'incre': HEAD_MODULES[1:], '': HEAD_MODULES}[head]
     return {k: v for k, v in checkpoint(variant).items() if k.split('.', 1)[0] not in absent}
-
-
-def serve_from_hub(hf_hub_id: str, state_dict: Dict[str, torch.Tensor], cache: str = _HF_CACHE) -> None:
-    """ Put state_dict where timm's pretrained=True path finds it offline: the repo's model.safetensors in the HF
-    cache (by default this process's)."""
-    repo = Path(cache) / ('models--' + hf_hub_id.replace('/', '--'))
-    snapshot = repo / 'snapshots' / _REVISION
-    snapshot.mkdir(parents=True, exist_ok=True)
-    (repo / 'refs').mkdir(exist_ok=True)
-    (repo / 'refs' / 'main').write_text(_REVISION)
-    safetensors.torch.save_file({k: v.contiguous() for k, v in state_dict.items()}, str(snapshot / 'model.safetensors'))
 
 
 @functools.lru_cache(maxsize=None)

@@ -8,6 +8,9 @@ import pytest
 import safetensors.torch
 import torch
 
+from target import skip_unless_package
+skip_unless_package()
+
 import timm
 import timm_hrnet_patch
 from timm_hrnet_patch.cli import main

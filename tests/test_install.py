@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from target import skip_unless_package
+skip_unless_package()
+
 REPO = Path(__file__).resolve().parents[1]
 SKIP = shutil.ignore_patterns(
     '.git', '.tox', 'build', 'dist', '*.egg-info', '__pycache__', '.hypothesis', '.pytest_cache')

@@ -6,9 +6,9 @@ import torch
 from hypothesis import given
 
 import timm
-from timm_hrnet_patch import checkpoint_filter_fn
 
 import strategies
+from target import hrnet
 from conftest import (
     HEAD_PARAMS, HEADS, assert_loaded, checkpoint, create, expected_state, serve_modified, served_checkpoint)
 
@@ -131,7 +131,7 @@ def test_pretrained_cfg_overlay_file(suffix, tmp_path, no_key_warnings):
 def test_filter_unwraps_and_drops_head_keys(container):
     model = timm.create_model('hrnet_w18_small', head='')
     sd = checkpoint('hrnet_w18_small')
-    out = checkpoint_filter_fn({container: {'module.' + k: v for k, v in sd.items()}}, model)
+    out = hrnet.checkpoint_filter_fn({container: {'module.' + k: v for k, v in sd.items()}}, model)
     assert set(out) == set(model.state_dict())
     assert all(out[k] is sd[k] for k in out)
 
@@ -155,10 +155,10 @@ def test_corrupted_checkpoint_names_keys(head):
         missing = sorted(k for k in set(c.drop) & model_keys if not k.endswith('.num_batches_tracked'))
         unexpected = sorted(c.extra)
         if not (missing or unexpected or c.reshape in model_keys):  # only absent head modules or counters changed
-            assert not model.load_state_dict(checkpoint_filter_fn(sd, model)).unexpected_keys
+            assert not model.load_state_dict(hrnet.checkpoint_filter_fn(sd, model)).unexpected_keys
             return
         with pytest.raises(RuntimeError) as info:
-            model.load_state_dict(checkpoint_filter_fn(sd, model))
+            model.load_state_dict(hrnet.checkpoint_filter_fn(sd, model))
         message = str(info.value)
         if missing:
             assert f'missing keys ({len(missing)}): ' + ', '.join(missing) in message

@@ -5,6 +5,9 @@ import textwrap
 
 import pytest
 
+from target import skip_unless_package
+skip_unless_package()
+
 import timm
 import timm.models.hrnet as upstream
 from timm_hrnet_patch import hrnet
