@@ -3,6 +3,7 @@
     timm-hrnet-patch [check] [--variants hrnet_w18,...] [--heads classification,incre,] [--device auto|cpu|cuda]
                      [--size 224] [--json FILE]
     timm-hrnet-patch convert SRC DST --variant NAME [--head H]
+    timm-hrnet-patch upstream-diff [--timm-src DIR | --timm-version 1.0.31] [-o FILE]
 """
 import argparse
 import json
@@ -21,7 +22,7 @@ import timm.models.hrnet as upstream
 from tqdm import tqdm
 
 import _timm_hrnet_patch_hook as hook
-from . import HEADS, __version__, checkpoint_filter_fn, is_active
+from . import HEADS, __version__, checkpoint_filter_fn, is_active, upstream as pr
 
 FEATURE_LOCATIONS = ('incre', '')
 
@@ -213,6 +214,30 @@ def _explain_dropped(raw: Dict, kept: Dict) -> Dict[str, List[str]]:
     return reasons
 
 
+# ---- upstream-diff ----
+
+def upstream_diff(args: argparse.Namespace) -> int:
+    """ The PR diff (hrnet.py and the new test file) against a timm source tree, to -o FILE or stdout."""
+    src = Path(args.timm_src) if args.timm_src else pr.fetch_sdist(args.timm_version)
+    if not (src / pr.MODULE_PATH).is_file():
+        raise SystemExit(f'error: {src} is not a timm source tree: no {pr.MODULE_PATH}')
+    try:
+        diff = pr.make_diff(src)
+    except ValueError as e:
+        raise SystemExit(f'error: {e}')
+    if args.output:
+        Path(args.output).write_text(diff)
+    else:
+        sys.stdout.write(diff)
+    for path in pr.upstream_files(src):
+        part = diff.split(f'diff --git a/{path} ', 1)[-1].split('\ndiff --git ', 1)[0]
+        lines = part[part.find('\n@@'):].splitlines() if '\n@@' in part else []
+        added, removed = (sum(1 for line in lines if line.startswith(c)) for c in '+-')
+        print(f'{path}: +{added} -{removed}', file=sys.stderr)
+    print(f'against {src}; apply in its root: git apply {args.output or "FILE"}', file=sys.stderr)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='timm-hrnet-patch', description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='command')
@@ -227,9 +252,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('dst', help='output .safetensors path')
     p.add_argument('--variant', required=True, help='HRNet model name, e.g. hrnet_w18')
     p.add_argument('--head', default='classification', choices=list(HEADS), help='head the file is for')
+    p = sub.add_parser('upstream-diff', help="the fix as a PR diff against timm's hrnet.py, with a new test file")
+    p.add_argument('--timm-src', help='timm source tree to diff against (default: the sdist of --timm-version)')
+    p.add_argument('--timm-version', default=pr.SDIST_VERSION, help=f'sdist to download (default {pr.SDIST_VERSION})')
+    p.add_argument('-o', '--output', help='write the diff here (default: stdout)')
     argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv if argv and argv[0] in ('check', 'convert', '-h', '--help') else ['check', *argv])
-    return convert(args) if args.command == 'convert' else check(args)
+    commands = {'check': check, 'convert': convert, 'upstream-diff': upstream_diff}
+    args = parser.parse_args(argv if argv and argv[0] in (*commands, '-h', '--help') else ['check', *argv])
+    return commands[args.command](args)
 
 
 if __name__ == '__main__':
