@@ -5,7 +5,9 @@
 Upstream is the installed timm's own `timm/models/hrnet.py`, called through its module (the registry is not
 touched). Both get the same weights (a synthetic checkpoint with upstream's layout) and the same inputs.
 - forward: hrnet_w18 at batch 1 and 8 and hrnet_w48 at batch 4, 224 px, float32, contiguous and channels_last
-  (and on CUDA: float32 and bfloat16 autocast); repetitions interleaved, medians, ratio patched / upstream.
+  (and on CUDA: float32 and bfloat16 autocast); repetitions interleaved (each runs both models back to back, in
+  alternating order), medians and their ratio patched / upstream, and the median of the per-repetition ratios with
+  its interquartile range (a paired figure, less sensitive to the machine's drift between repetitions).
 - create_model(pretrained=True) for hrnet_w18 and hrnet_w64 (also head='' and features_only=True), each in a
   fresh process from an offline Hugging Face cache (page cache warm after the first run): wall time, and the
   call's peak RSS above the process's RSS before it (torch and timm imported), as a multiple of the checkpoint's size.
@@ -105,7 +107,7 @@ def bench_forward(reps: int) -> None:
     devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
     card = f' ({torch.cuda.get_device_name(0)})' if 'cuda' in devices else ''
     print(f'\nforward latency, median of {reps} interleaved repetitions, 224 px, devices: {", ".join(devices)}{card}')
-    print(f"{'case':48} {'upstream ms':>12} {'patched ms':>11} {'ratio':>6}")
+    print(f"{'case':48} {'upstream ms':>12} {'patched ms':>11} {'ratio':>6} {'paired ratio [IQR]':>22}")
     for variant, batch in (('hrnet_w18', 1), ('hrnet_w18', 8), ('hrnet_w48', 4)):
         theirs = getattr(upstream, variant)(pretrained=False).eval()
         ours = timm.create_model(variant).eval()
@@ -129,10 +131,12 @@ def bench_forward(reps: int) -> None:
                                     torch.cuda.synchronize()
                                 times[w].append(time.perf_counter() - start)
                     t = {w: statistics.median(ts) * 1e3 for w, ts in times.items()}
+                    paired = [p / u for p, u in zip(times['patched'], times['upstream'])]
+                    q1, q2, q3 = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
                     name = f"{variant} b{batch} {device} {str(dtype)[6:]} " \
                            f"{'channels_last' if fmt == torch.channels_last else 'contiguous'}"
-                    print(f"{name:48} {t['upstream']:12.1f} {t['patched']:11.1f} {t['patched'] / t['upstream']:6.3f}",
-                          flush=True)
+                    print(f"{name:48} {t['upstream']:12.1f} {t['patched']:11.1f} {t['patched'] / t['upstream']:6.3f} "
+                          f"{statistics.median(paired):8.3f} [{q1:.3f}, {q3:.3f}]", flush=True)
         theirs.cpu(), ours.cpu()
 
 
