@@ -222,17 +222,16 @@ def upstream_diff(args: argparse.Namespace) -> int:
     if not (src / pr.MODULE_PATH).is_file():
         raise SystemExit(f'error: {src} is not a timm source tree: no {pr.MODULE_PATH}')
     try:
-        diff = pr.make_diff(src)
+        diffs = pr.file_diffs(src)
     except ValueError as e:
         raise SystemExit(f'error: {e}')
     if args.output:
-        Path(args.output).write_text(diff)
+        Path(args.output).write_text(''.join(diffs.values()))
     else:
-        sys.stdout.write(diff)
-    for path in pr.upstream_files(src):
-        part = diff.split(f'diff --git a/{path} ', 1)[-1].split('\ndiff --git ', 1)[0]
-        lines = part[part.find('\n@@'):].splitlines() if '\n@@' in part else []
-        added, removed = (sum(1 for line in lines if line.startswith(c)) for c in '+-')
+        sys.stdout.write(''.join(diffs.values()))
+    for path, diff in diffs.items():
+        hunks = diff[diff.index('\n@@'):].splitlines()
+        added, removed = (sum(1 for line in hunks if line.startswith(c)) for c in '+-')
         print(f'{path}: +{added} -{removed}', file=sys.stderr)
     print(f'against {src}; apply in its root: git apply {args.output or "FILE"}', file=sys.stderr)
     return 0

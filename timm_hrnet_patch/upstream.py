@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
-__all__ = ['SDIST_VERSION', 'fetch_sdist', 'upstream_files', 'make_diff']
+__all__ = ['SDIST_VERSION', 'fetch_sdist', 'upstream_files', 'file_diffs', 'make_diff']
 
 SDIST_VERSION = '1.0.31'  # the timm release the PR is made against
 MODULE_PATH = 'timm/models/hrnet.py'
@@ -84,19 +84,25 @@ def upstream_files(timm_src: Path) -> Dict[str, str]:
     }
 
 
-def make_diff(timm_src: Path) -> str:
-    """ The PR as a git-style unified diff (3 lines of context) against the timm source tree at timm_src."""
-    out = []
+def file_diffs(timm_src: Path) -> Dict[str, str]:
+    """ Each PR file's git-style unified diff (3 lines of context) against the timm source tree at timm_src, by repo
+    path; files the tree already has as patched are left out."""
+    diffs = {}
     for path, new in upstream_files(timm_src).items():
         old_file = Path(timm_src) / path
         old = old_file.read_text() if old_file.exists() else None
         if old == new:
             continue
-        out.append(f'diff --git a/{path} b/{path}\n' + ('new file mode 100644\n' if old is None else ''))
-        out.extend(difflib.unified_diff(
+        header = f'diff --git a/{path} b/{path}\n' + ('new file mode 100644\n' if old is None else '')
+        diffs[path] = header + ''.join(difflib.unified_diff(
             (old or '').splitlines(keepends=True),
             new.splitlines(keepends=True),
             fromfile='/dev/null' if old is None else f'a/{path}',
             tofile=f'b/{path}',
         ))
-    return ''.join(out)
+    return diffs
+
+
+def make_diff(timm_src: Path) -> str:
+    """ The PR as one diff against the timm source tree at timm_src ('' if the tree has it already)."""
+    return ''.join(file_diffs(timm_src).values())
