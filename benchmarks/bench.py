@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))  # synthetic.py: the tests' weights helpers
+
 # Peak RSS of the create_model call alone: the kernel's peak (VmHWM) is reset right before it (clear_refs 5),
 # importing torch peaks higher than many loads, so the process-lifetime peak would hide them.
 CHILD = r'''
@@ -44,19 +46,14 @@ print(time.perf_counter() - start, rss('VmHWM') - before, before)
 
 def _serve(variants, cache: str) -> dict:
     """ Synthetic checkpoints from upstream's models, as model.safetensors of each default tag; returns sizes."""
-    import safetensors.torch
     import timm
     import timm.models.hrnet as upstream
+    from synthetic import serve_from_hub
     sizes = {}
     for variant in variants:
-        snapshot = Path(cache) / f"models--{timm.models.get_pretrained_cfg(variant).hf_hub_id.replace('/', '--')}"
-        (snapshot / 'refs').mkdir(parents=True, exist_ok=True)
-        (snapshot / 'refs' / 'main').write_text('0' * 40)
-        path = snapshot / 'snapshots' / ('0' * 40) / 'model.safetensors'
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sd = getattr(upstream, variant)(pretrained=False).state_dict()
-        safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-        sizes[variant] = path.stat().st_size
+        hf_hub_id = timm.models.get_pretrained_cfg(variant).hf_hub_id
+        state_dict = getattr(upstream, variant)(pretrained=False).state_dict()
+        sizes[variant] = serve_from_hub(hf_hub_id, state_dict, cache=cache).stat().st_size
     return sizes
 
 

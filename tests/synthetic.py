@@ -44,12 +44,14 @@ def checkpoint(variant: str) -> Dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in upstream_model(variant).state_dict().items()}
 
 
-def serve_from_hub(hf_hub_id: str, state_dict: Dict[str, torch.Tensor], cache: Optional[str] = None) -> None:
+def serve_from_hub(hf_hub_id: str, state_dict: Dict[str, torch.Tensor], cache: Optional[str] = None) -> Path:
     """ Put state_dict where timm's pretrained=True path finds it offline: the repo's model.safetensors in the HF
-    cache `cache` (default: $HF_HUB_CACHE, this process's)."""
+    cache `cache` (default: $HF_HUB_CACHE, this process's). Returns the file's path."""
     repo = Path(cache or os.environ['HF_HUB_CACHE']) / ('models--' + hf_hub_id.replace('/', '--'))
     snapshot = repo / 'snapshots' / _REVISION
     snapshot.mkdir(parents=True, exist_ok=True)
     (repo / 'refs').mkdir(exist_ok=True)
     (repo / 'refs' / 'main').write_text(_REVISION)
-    safetensors.torch.save_file({k: v.contiguous() for k, v in state_dict.items()}, str(snapshot / 'model.safetensors'))
+    path = snapshot / 'model.safetensors'
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path))
+    return path
