@@ -104,7 +104,6 @@ def corruptions(draw, keys) -> Corruption:
     return Corruption(tuple(drop), tuple(extra), reshape)
 
 
-
 @st.composite
 def builds(draw) -> Tuple[str, Dict]:
     """ (variant, create_model kwargs) of one build, stem_width included."""

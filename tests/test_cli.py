@@ -11,11 +11,11 @@ import torch
 from target import skip_unless_package
 skip_unless_package()
 
-import timm
-import timm_hrnet_patch
-from timm_hrnet_patch.cli import main
+import timm  # noqa: E402
+import timm_hrnet_patch  # noqa: E402
+from timm_hrnet_patch.cli import main  # noqa: E402
 
-from conftest import HEADS, assert_loaded, checkpoint, expected_state, serve_from_hub, served_checkpoint
+from conftest import HEADS, assert_loaded, checkpoint, expected_state, serve_from_hub, served_checkpoint  # noqa: E402
 
 VARIANT = 'hrnet_w18_small'
 KINDS = 5  # 3 heads + features_only at 2 locations

@@ -4,9 +4,9 @@ Slow: each compiles hrnet_w18_small (the same code as every variant) with induct
 import pytest
 import torch
 
-from conftest import DEVICES, assert_same, create, listed
+from conftest import DEVICES, HEADS, assert_same, create, listed
 
-KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in ('classification', 'incre', '')] + [
+KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in HEADS] + [
     pytest.param(dict(features_only=True, feature_location=h), id=f'features_only={h!r}') for h in ('incre', '')]
 
 

@@ -15,6 +15,7 @@ from conftest import (
     DEVICES, HEADS, INCRE_CHS, PRETRAINED_PARAMS, VARIANT_PARAMS, branch_chs, checkpoint, create, expected_state,
     listed, output_shapes)
 
+
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('pretrained', PRETRAINED_PARAMS)
 @pytest.mark.parametrize('variant', VARIANT_PARAMS)

@@ -8,9 +8,9 @@ import pytest
 from target import skip_unless_package
 skip_unless_package()
 
-import timm
-import timm.models.hrnet as upstream
-from timm_hrnet_patch import hrnet
+import timm  # noqa: E402
+import timm.models.hrnet as upstream  # noqa: E402
+from timm_hrnet_patch import hrnet  # noqa: E402
 
 UPSTREAM_VARIANTS = sorted(n for n in dir(upstream) if n.startswith('hrnet_') and callable(getattr(upstream, n)))
 

@@ -8,10 +8,10 @@ from hypothesis import given
 from target import skip_unless_package
 skip_unless_package()  # with timm's own module under test, "upstream" is that same module
 
-import timm
-import strategies
-from conftest import DEVICES, HEADS, VARIANT_PARAMS, assert_same, checkpoint, listed, upstream_model
-from timm_hrnet_patch import checkpoint_filter_fn
+import timm  # noqa: E402
+import strategies  # noqa: E402
+from conftest import DEVICES, HEADS, VARIANT_PARAMS, assert_same, checkpoint, listed, upstream_model  # noqa: E402
+from timm_hrnet_patch import checkpoint_filter_fn  # noqa: E402
 
 
 def _ours(variant: str, head: str, device: str) -> torch.nn.Module:
