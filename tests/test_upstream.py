@@ -11,6 +11,7 @@ skip_unless_package()  # with timm's own module under test, "upstream" is that s
 import timm  # noqa: E402
 import strategies  # noqa: E402
 from conftest import DEVICES, HEADS, VARIANT_PARAMS, assert_same, checkpoint, listed, upstream_model  # noqa: E402
+from ops import dispatched_ops, first_difference  # noqa: E402
 from timm_hrnet_patch import checkpoint_filter_fn  # noqa: E402
 
 
@@ -46,3 +47,13 @@ def test_outputs_equal_upstream(variant, device):
                 assert_same(listed(out), expected[head], head)
 
     check()
+
+
+@pytest.mark.parametrize('variant', VARIANT_PARAMS)
+def test_forward_dispatches_upstream_ops(variant):
+    """ No forward regression by construction: the classification forward runs upstream's aten ops on the same shapes
+    in the same order, so only Python overhead could differ. (The benchmark measures the rest.)"""
+    x = torch.randn(2, 3, 64, 96)
+    ours = dispatched_ops(_ours(variant, 'classification', 'cpu'), x)
+    theirs = dispatched_ops(upstream_model(variant), x)
+    assert ours == theirs, first_difference(ours, theirs)

@@ -847,13 +847,15 @@ class HighResolutionNet(nn.Module):
             return yl
         return [incre(y) for y, incre in zip(yl, self.incre_modules)]
 
-    def _aggregate(self, yl: List[torch.Tensor]) -> Union[torch.Tensor, List[torch.Tensor]]:
-        """ Classification head: downsample and sum the incre maps into one final map, else the maps as they are."""
+    def _aggregate(self, yl: List[torch.Tensor], incre: bool = True) -> Union[torch.Tensor, List[torch.Tensor]]:
+        """ Head on the final stage's branch maps: the incre modules where built (`incre=False`: the maps have been
+        through them), then for 'classification' downsampled and summed into one final map. Incre and downsample
+        modules interleave as upstream's do: the classification forward dispatches upstream's ops in its order."""
         if self.final_layer is None:
-            return yl
-        y = yl[0]
+            return self._forward_head_maps(yl) if incre else yl
+        y = self.incre_modules[0](yl[0]) if incre else yl[0]
         for i, down in enumerate(self.downsamp_modules):
-            y = yl[i + 1] + down(y)
+            y = (self.incre_modules[i + 1](yl[i + 1]) if incre else yl[i + 1]) + down(y)
         return self.final_layer(y)
 
     def forward_features(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
@@ -869,8 +871,7 @@ class HighResolutionNet(nn.Module):
         x = self.act2(x)
 
         # Stages
-        yl = self.stages(x)
-        return self._aggregate(self._forward_head_maps(yl))
+        return self._aggregate(self.stages(x))
 
     def forward_intermediates(
             self,
@@ -917,7 +918,7 @@ class HighResolutionNet(nn.Module):
         intermediates.extend([y for i, y in enumerate(yl, start=1) if i in take_indices])
         if intermediates_only:
             return intermediates
-        return self._aggregate(yl), intermediates
+        return self._aggregate(yl, incre=False), intermediates
 
     def prune_intermediate_layers(
             self,
@@ -1112,7 +1113,8 @@ def _create_hrnet(
     if 'strict' in model_kwargs:
         strict = model_kwargs.pop('strict')
         if model_kwargs.setdefault('pretrained_strict', strict) != strict:
-            raise TypeError('strict is an alias of pretrained_strict, pass one of them, not both with different values.')
+            raise TypeError(
+                'strict is an alias of pretrained_strict, pass one of them, not both with different values.')
     model_cls = HighResolutionNet
     features_mode = ''
     kwargs_filter = None
