@@ -5,14 +5,18 @@
 Upstream is the installed timm's own `timm/models/hrnet.py`, called through its module (the registry is not
 touched). Both get the same weights (a synthetic checkpoint with upstream's layout) and the same inputs.
 - forward: hrnet_w18 at batch 1 and 8 and hrnet_w48 at batch 4, 224 px, float32, contiguous and channels_last
-  (and on CUDA: float32 and bfloat16 autocast); repetitions interleaved (each runs both models back to back, in
-  alternating order), medians and their ratio patched / upstream, and the median of the per-repetition ratios with
-  its interquartile range (a paired figure, less sensitive to the machine's drift between repetitions).
+  (and on CUDA: float32 and bfloat16 autocast); repetitions interleaved (each runs upstream, patched and a control,
+  a copy of the upstream model, back to back, in rotating order), medians and their ratio patched / upstream, and the
+  median of the per-repetition ratios with its interquartile range (a paired figure, less sensitive to the machine's
+  drift between repetitions). The control's paired ratio copy / upstream (A/A) is what this machine's noise alone
+  gives for two identical models. 'same ops': whether patched and upstream dispatch the same aten ops on the same
+  shapes in the same order (then only Python overhead can differ).
 - create_model(pretrained=True) for hrnet_w18 and hrnet_w64 (also head='' and features_only=True), each in a
   fresh process from an offline Hugging Face cache (page cache warm after the first run): wall time, and the
   call's peak RSS above the process's RSS before it (torch and timm imported), as a multiple of the checkpoint's size.
 """
 import argparse
+import copy
 import os
 import statistics
 import subprocess
@@ -21,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))  # synthetic.py: the tests' weights helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))  # the tests' helpers: synthetic.py, ops.py
 
 # Peak RSS of the create_model call alone: the kernel's peak (VmHWM) is reset right before it (clear_refs 5),
 # importing torch peaks higher than many loads, so the process-lifetime peak would hide them.
@@ -59,6 +63,13 @@ def _serve(variants, cache: str) -> dict:
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float('nan')
+
+
+def _paired(times: list, base: list) -> str:
+    """ Median and interquartile range of the per-repetition ratios times / base."""
+    ratios = [t / b for t, b in zip(times, base)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return f'{statistics.median(ratios):.3f} [{q1:.3f}, {q3:.3f}]'
 
 
 def bench_load(loads: int) -> None:
@@ -100,11 +111,13 @@ def bench_forward(reps: int) -> None:
     import timm.models.hrnet as upstream
     import timm_hrnet_patch  # noqa: F401
     from timm_hrnet_patch import checkpoint_filter_fn
+    from ops import dispatched_ops
 
     devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
     card = f' ({torch.cuda.get_device_name(0)})' if 'cuda' in devices else ''
     print(f'\nforward latency, median of {reps} interleaved repetitions, 224 px, devices: {", ".join(devices)}{card}')
-    print(f"{'case':48} {'upstream ms':>12} {'patched ms':>11} {'ratio':>6} {'paired ratio [IQR]':>22}")
+    print(f"{'case':48} {'upstream ms':>12} {'patched ms':>11} {'ratio':>6} {'paired ratio [IQR]':>22} "
+          f"{'A/A paired [IQR]':>22} same ops")
     for variant, batch in (('hrnet_w18', 1), ('hrnet_w18', 8), ('hrnet_w48', 4)):
         theirs = getattr(upstream, variant)(pretrained=False).eval()
         ours = timm.create_model(variant).eval()
@@ -112,14 +125,17 @@ def bench_forward(reps: int) -> None:
         for device in devices:
             for fmt in (torch.contiguous_format, torch.channels_last):
                 for dtype in ((torch.float32,) if device == 'cpu' else (torch.float32, torch.bfloat16)):
-                    models = {w: m.to(device, memory_format=fmt) for w, m in (('upstream', theirs), ('patched', ours))}
+                    models = {w: m.to(device, memory_format=fmt)
+                              for w, m in (('upstream', theirs), ('patched', ours), ('control', copy.deepcopy(theirs)))}
                     x = torch.randn(batch, 3, 224, 224, device=device).to(memory_format=fmt)
                     times = {w: [] for w in models}
+                    order = list(models)
                     with torch.inference_mode(), torch.autocast(device, dtype, enabled=dtype != torch.float32):
+                        same_ops = dispatched_ops(models['patched'], x) == dispatched_ops(models['upstream'], x)
                         for w, m in models.items():  # warm-up
                             m(x)
                         for r in range(reps):
-                            for w in (list(models) if r % 2 else list(models)[::-1]):
+                            for w in order[r % len(order):] + order[:r % len(order)]:
                                 if device == 'cuda':
                                     torch.cuda.synchronize()
                                 start = time.perf_counter()
@@ -128,12 +144,11 @@ def bench_forward(reps: int) -> None:
                                     torch.cuda.synchronize()
                                 times[w].append(time.perf_counter() - start)
                     t = {w: statistics.median(ts) * 1e3 for w, ts in times.items()}
-                    paired = [p / u for p, u in zip(times['patched'], times['upstream'])]
-                    q1, q2, q3 = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
+                    paired = {w: _paired(times[w], times['upstream']) for w in ('patched', 'control')}
                     name = f"{variant} b{batch} {device} {str(dtype)[6:]} " \
                            f"{'channels_last' if fmt == torch.channels_last else 'contiguous'}"
                     print(f"{name:48} {t['upstream']:12.1f} {t['patched']:11.1f} {t['patched'] / t['upstream']:6.3f} "
-                          f"{statistics.median(paired):8.3f} [{q1:.3f}, {q3:.3f}]", flush=True)
+                          f"{paired['patched']:>22} {paired['control']:>22} {'yes' if same_ops else 'NO'}", flush=True)
         theirs.cpu(), ours.cpu()
 
 
