@@ -49,15 +49,13 @@ print(time.perf_counter() - start, rss('VmHWM') - before, before)
 
 
 def _serve(variants, cache: str) -> dict:
-    """ Synthetic checkpoints from upstream's models, as model.safetensors of each default tag; returns sizes."""
+    """ The tests' synthetic checkpoints (upstream's layout) as each default tag's model.safetensors; returns sizes."""
     import timm
-    import timm.models.hrnet as upstream
-    from synthetic import serve_from_hub
+    from synthetic import checkpoint, serve_from_hub
     sizes = {}
     for variant in variants:
         hf_hub_id = timm.models.get_pretrained_cfg(variant).hf_hub_id
-        state_dict = getattr(upstream, variant)(pretrained=False).state_dict()
-        sizes[variant] = serve_from_hub(hf_hub_id, state_dict, cache=cache).stat().st_size
+        sizes[variant] = serve_from_hub(hf_hub_id, checkpoint(variant), cache=cache).stat().st_size
     return sizes
 
 
