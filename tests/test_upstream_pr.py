@@ -61,7 +61,7 @@ def test_diff_applies_and_only_swaps_the_import_block(tmp_path, capsys):
     compile(patched, upstream.MODULE_PATH, 'exec')
 
     # the diff of an already patched tree is empty
-    assert upstream.make_diff(src) == ''
+    assert upstream.file_diffs(src) == {}
 
 
 def test_diff_needs_every_name_in_timms_imports(tmp_path):

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
-__all__ = ['SDIST_VERSION', 'fetch_sdist', 'upstream_files', 'file_diffs', 'make_diff']
+__all__ = ['SDIST_VERSION', 'fetch_sdist', 'upstream_files', 'file_diffs']
 
 SDIST_VERSION = '1.0.31'  # the timm release the PR is made against
 MODULE_PATH = 'timm/models/hrnet.py'
@@ -101,8 +101,3 @@ def file_diffs(timm_src: Path) -> Dict[str, str]:
             tofile=f'b/{path}',
         ))
     return diffs
-
-
-def make_diff(timm_src: Path) -> str:
-    """ The PR as one diff against the timm source tree at timm_src ('' if the tree has it already)."""
-    return ''.join(file_diffs(timm_src).values())

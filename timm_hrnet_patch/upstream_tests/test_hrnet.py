@@ -36,11 +36,14 @@ def _expected_shapes(model_name, head, batch_size, height, width):
     ]
 
 
-def _save_checkpoint(model_name, path):
+@pytest.fixture(scope='module')
+def w18_small_checkpoint(tmp_path_factory):
+    """hrnet_w18_small classification weights, saved once per module: (path, state_dict)."""
+    path = tmp_path_factory.mktemp('hrnet') / 'hrnet_w18_small.pth'
     torch.manual_seed(0)
-    state_dict = create_model(model_name, head='classification').state_dict()
+    state_dict = create_model('hrnet_w18_small', head='classification').state_dict()
     torch.save(state_dict, path)
-    return state_dict
+    return path, state_dict
 
 
 @pytest.mark.base
@@ -90,10 +93,9 @@ def test_hrnet_cfg_not_mutated():
     dict(head='classification'), dict(head='incre'), dict(head=''),
     dict(features_only=True), dict(features_only=True, feature_location=''),
 ])
-def test_hrnet_pretrained_strict(kwargs, tmp_path):
+def test_hrnet_pretrained_strict(kwargs, w18_small_checkpoint):
     """A classification checkpoint loads strictly into every head and features_only, head keys dropped."""
-    path = tmp_path / 'hrnet_w18_small.pth'
-    state_dict = _save_checkpoint('hrnet_w18_small', path)
+    path, state_dict = w18_small_checkpoint
     model = create_model(
         'hrnet_w18_small', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
     loaded = model.state_dict()
@@ -105,9 +107,9 @@ def test_hrnet_pretrained_strict(kwargs, tmp_path):
 
 
 @pytest.mark.base
-def test_hrnet_pretrained_mismatch_raises(tmp_path):
+def test_hrnet_pretrained_mismatch_raises(w18_small_checkpoint, tmp_path):
     path = tmp_path / 'hrnet_w18_small.pth'
-    state_dict = _save_checkpoint('hrnet_w18_small', path)
+    state_dict = dict(w18_small_checkpoint[1])
     del state_dict['stage4.0.fuse_layers.0.1.0.weight']
     state_dict['extra.weight'] = torch.zeros(1)
     torch.save(state_dict, path)
