@@ -1,11 +1,16 @@
-""" Installing the package overrides timm's HRNet through the start-up hook: in a new venv made here, once for an
-editable install and once for a wheel. Slow: each makes a venv and installs timm into it (torch comes from the
-base interpreter's site-packages)."""
+""" Installing the package: its declared dependencies, and the start-up hook that overrides timm's HRNet.
+
+The hook tests make a new venv here, once for an editable install and once for a wheel. The venv reuses the
+running env's packages (torch, timm, ...) through symbolic links, so nothing large is installed or left behind.
+"""
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
-from importlib.metadata import version
+import sysconfig
+from importlib.metadata import distribution, packages_distributions
 from pathlib import Path
 
 import pytest
@@ -15,7 +20,9 @@ skip_unless_package()
 
 REPO = Path(__file__).resolve().parents[1]
 SKIP = shutil.ignore_patterns(
-    '.git', '.tox', 'build', 'dist', '*.egg-info', '__pycache__', '.hypothesis', '.pytest_cache')
+    '.git', '.tox', '.venv*', 'build', 'dist', '*.egg-info', '__pycache__', '.hypothesis', '.pytest_cache')
+OWN = ('timm_hrnet_patch', '_timm_hrnet_patch_hook', '__editable__.timm_hrnet_patch', '__editable___timm_hrnet_patch')
+VENV_LIMIT = 100 * 2 ** 20  # what one install test may leave on disk: a venv with pip, not torch
 STARTUP = "import sys; print(sorted(m for m in ('torch', 'timm', 'timm_hrnet_patch') if m in sys.modules))"
 BUILD = ("import sys, timm; m = timm.create_model('hrnet_w18_small', head='incre'); "
          "print(type(m).__module__, 'timm_hrnet_patch' in sys.modules)")
@@ -27,22 +34,69 @@ def _run(cmd, **env):
     return out.stdout.strip()
 
 
+def _norm(name: str) -> str:
+    return re.sub(r'[-_.]+', '-', name).lower()
+
+
+def _disk_usage(path: Path) -> int:
+    """ Bytes of the files under path, links not followed."""
+    return sum(f.lstat().st_size for f in path.rglob('*') if f.is_file() and not f.is_symlink())
+
+
+def _running_env_packages(venv: Path) -> Path:
+    """ A folder of links to everything in the running env's site-packages but this package's own files, put on the
+    venv's sys.path by a .pth: the venv imports (and pip sees) torch, timm and the rest without installing them, and
+    finds this package only where the test installs it. The linked folder is not a site dir: its .pth files (the
+    running env's start-up hook, editable finders) do not run in the venv."""
+    links = venv / 'running-env'
+    links.mkdir()
+    for site_dir in {sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']}:
+        for entry in Path(site_dir).iterdir():
+            if not entry.name.startswith(OWN) and entry.suffix != '.pth' and not (links / entry.name).exists():
+                (links / entry.name).symlink_to(entry)
+    return links
+
+
+def test_declared_dependencies_cover_imports():
+    """ Every third-party module the package imports is a declared dependency of the installed distribution."""
+    imported = set()
+    for path in [*(REPO / 'timm_hrnet_patch').glob('*.py'), REPO / '_timm_hrnet_patch_hook.py']:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split('.')[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                imported.add(node.module.split('.')[0])
+    third_party = imported - set(sys.stdlib_module_names) - {'timm_hrnet_patch', '_timm_hrnet_patch_hook'}
+    dists = packages_distributions()
+    needed = {_norm(dists[m][0]) for m in third_party}
+    declared = {_norm(re.split(r'[<>=!~;\[ ]', r)[0]) for r in distribution('timm-hrnet-patch').requires or ()
+                if 'extra ==' not in r}
+    assert {'torch', 'timm', 'safetensors', 'tqdm', 'huggingface-hub'} <= needed  # the scan sees the imports
+    assert needed <= declared, f'imported but not declared in pyproject.toml: {sorted(needed - declared)}'
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('kind', ['editable', 'wheel'])
-def test_install_overrides_timm(kind, tmp_path):
+def test_install_overrides_timm(kind, tmp_path, monkeypatch):
     src, venv = tmp_path / 'src', tmp_path / 'venv'
+    monkeypatch.chdir(tmp_path)  # not the checkout: `python -c` would import the package from the cwd
     shutil.copytree(REPO, src, ignore=SKIP)
-    _run([sys.executable, '-m', 'venv', '--system-site-packages', str(venv)])
+    _run([sys.executable, '-m', 'venv', str(venv)])
     py = str(venv / 'bin' / 'python')
-    pip = [py, '-m', 'pip', 'install', '-q', '--disable-pip-version-check']
-    _run([*pip, f"timm=={version('timm')}", f"huggingface_hub=={version('huggingface_hub')}"])
-    if kind == 'editable':
-        _run([*pip, '--no-build-isolation', '--no-deps', '-e', str(src)])
-    else:
-        _run([py, '-m', 'pip', 'wheel', '-q', '--no-build-isolation', '--no-deps', '-w', str(tmp_path), str(src)])
-        _run([*pip, '--no-deps', str(next(tmp_path.glob('timm_hrnet_patch-*.whl')))])
     site = Path(_run([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])']))
-    assert (site / 'timm_hrnet_patch.pth').is_file()
+    (site / '_running_env.pth').write_text(f'{_running_env_packages(venv)}\n')
+    # build isolation: the build uses the setuptools range that pyproject.toml [build-system] pins
+    pip = [py, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '--no-deps']
+    if kind == 'editable':
+        _run([*pip, '-e', str(src)])
+    else:
+        _run([py, '-m', 'pip', 'wheel', '-q', '--no-deps', '-w', str(tmp_path), str(src)])
+        _run([*pip, str(next(tmp_path.glob('timm_hrnet_patch-*.whl')))])
+    assert (site / 'timm_hrnet_patch.pth').is_file(), f'the {kind} install has no start-up hook .pth in {site}'
+    where = _run([py, '-c', 'import timm_hrnet_patch, _timm_hrnet_patch_hook as h; '
+                  'print(timm_hrnet_patch.__file__); print(h.__file__)']).splitlines()
+    installed_from = src if kind == 'editable' else site
+    assert all(Path(p).is_relative_to(installed_from) for p in where), where
 
     # start-up imports neither torch nor timm (nor the patch); the finder waits for timm, once, even if re-installed
     assert _run([py, '-c', STARTUP]) == '[]'
@@ -62,3 +116,5 @@ def test_install_overrides_timm(kind, tmp_path):
     _run([py, '-m', 'pip', 'uninstall', '-y', '-q', 'timm-hrnet-patch'])
     assert not (site / 'timm_hrnet_patch.pth').exists() and not list(site.glob('_timm_hrnet_patch_hook*'))
     assert _run([py, '-W', 'ignore', '-c', BUILD]) == 'timm.models.hrnet False'
+    # the footprint: pip and the package, no second torch (pytest deletes tmp_path once the test has passed)
+    assert _disk_usage(tmp_path) < VENV_LIMIT, f'{kind} install test left {_disk_usage(tmp_path) / 2 ** 20:.0f} MiB'
