@@ -1,0 +1,45 @@
+""" CI: .ci/run runs README's two commands; the GitHub Actions workflow, which cannot run here, passes actionlint
+(from the test extra), and a broken copy of it does not, so the lint is real."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WORKFLOW = Path(__file__).resolve().parents[1] / '.github' / 'workflows' / 'tests.yml'
+ACTIONLINT = shutil.which('actionlint') or shutil.which('actionlint', path=str(Path(sys.executable).parent))
+
+
+def _lint(path: Path) -> subprocess.CompletedProcess:
+    if ACTIONLINT is None:
+        pytest.fail('actionlint is not installed: install the test extra (pip install -e ".[test]")')
+    return subprocess.run([ACTIONLINT, '-no-color', str(path)], capture_output=True, text=True)
+
+
+def test_workflow_passes_actionlint():
+    done = _lint(WORKFLOW)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path):
+    broken = tmp_path / 'tests.yml'
+    broken.write_text(WORKFLOW.read_text().replace('needs.envs.outputs.envs', 'needs.nope.outputs.envs'))
+    done = _lint(broken)
+    assert done.returncode == 1 and 'nope' in done.stdout, done.stdout + done.stderr
+
+
+def test_workflow_runs_the_tox_envlist():
+    """ The matrix comes from `tox -l` and each job runs its env: no env names copied into the workflow."""
+    text = WORKFLOW.read_text()
+    assert 'tox -l' in text and 'tox -e "${{ matrix.env }}"' in text
+    envlist = (WORKFLOW.parents[2] / 'tox.ini').read_text().split('envlist =')[1].splitlines()[0]
+    assert not [env for env in envlist.replace(',', ' ').split() if env in text]
+
+
+def test_ci_runs_readme_commands():
+    """ .ci/run runs, verbatim, the two commands that README gives a newcomer."""
+    repo = WORKFLOW.parents[2]
+    ci, readme = (repo / '.ci' / 'run').read_text(), (repo / 'README.md').read_text()
+    commands = [line.split('=', 1)[1].strip("'") for line in ci.splitlines() if line.startswith(('MAIN_JOB=', 'TESTS='))]
+    assert len(commands) == 2 and all(f'    {c}\n' in readme for c in commands), commands
