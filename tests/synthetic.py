@@ -44,14 +44,19 @@ def checkpoint(variant: str) -> Dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in upstream_model(variant).state_dict().items()}
 
 
-def serve_from_hub(hf_hub_id: str, state_dict: Dict[str, torch.Tensor], cache: Optional[str] = None) -> Path:
+def serve_from_hub(hf_hub_id: str, state_dict: Dict[str, torch.Tensor], cache: Optional[str] = None,
+                   pickled: bool = False) -> Path:
     """ Put state_dict where timm's pretrained=True path finds it offline: the repo's model.safetensors in the HF
-    cache `cache` (default: $HF_HUB_CACHE, this process's). Returns the file's path."""
+    cache `cache` (default: $HF_HUB_CACHE, this process's), or with pickled=True its pytorch_model.bin (torch.save of
+    whatever state_dict is). Returns the file's path."""
     repo = Path(cache or os.environ['HF_HUB_CACHE']) / ('models--' + hf_hub_id.replace('/', '--'))
     snapshot = repo / 'snapshots' / _REVISION
     snapshot.mkdir(parents=True, exist_ok=True)
     (repo / 'refs').mkdir(exist_ok=True)
     (repo / 'refs' / 'main').write_text(_REVISION)
+    if pickled:
+        torch.save(state_dict, str(snapshot / 'pytorch_model.bin'))
+        return snapshot / 'pytorch_model.bin'
     path = snapshot / 'model.safetensors'
     safetensors.torch.save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path))
     return path

@@ -4,9 +4,14 @@ Everything here exists only because older timm lacks an internal that timm 1.0.3
 taken from the installed timm when it is there (feature detection, no version checks) and a small
 equivalent is used otherwise. Upstream timm needs none of this.
 """
+import functools
 import inspect
-from typing import Callable, List, Optional, Tuple, TypeVar, Union
+import pickle
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, List, Optional, Tuple, TypeVar, Union
 
+import torch
 import torch.nn as nn
 
 import timm.models
@@ -15,7 +20,7 @@ from timm.models import _builder, _registry, resnet
 
 __all__ = [
     'BasicBlock', 'Bottleneck', 'create_classifier', 'feature_take_indices', 'get_device_dtype', 'load_pretrained',
-    'register_model',
+    'register_model', 'weights_only_unpickling',
 ]
 
 _Fn = TypeVar('_Fn', bound=Callable)
@@ -85,6 +90,58 @@ except ImportError:
             if bad:
                 raise ValueError(f'feature indices {bad} are out of range (0 to {num_features - 1})')
         return take_indices, max(take_indices)
+
+
+_unpickling_lock = threading.Lock()
+_unpickling_depth = 0
+
+
+@contextmanager
+def weights_only_unpickling(source: str) -> Iterator[None]:
+    """ Within the context, torch.load unpickles with weights_only=True whatever its caller passes, so a checkpoint
+    whose pickle would run code is refused: a RuntimeError naming `source` and what was refused.
+
+    timm before 1.0 calls torch.load without weights_only, and torch before 2.6 then unpickles anything. Thread-safe:
+    the first of nested or concurrent contexts swaps torch.load, the last one out restores it (a torch.load of another
+    thread in that window is weights_only too).
+    """
+    global _unpickling_depth
+    with _unpickling_lock:
+        if _unpickling_depth == 0:
+            torch.load = functools.partial(_weights_only_load, torch.load)
+        _unpickling_depth += 1
+    try:
+        yield
+    except Exception as e:
+        refusal = _weights_only_refusal(e)
+        if refusal is None:  # not a refusal: a broken or foreign file, or no file at all
+            raise
+        lines = str(refusal).splitlines()
+        reason = next((line for line in lines if 'Unsupported' in line), lines[0])
+        raise RuntimeError(
+            f'Refused to unpickle the pretrained weights of {source}: the pickle holds more than tensors, and loading '
+            f'it could run code ({reason.strip()}). Use a .safetensors file; if you trust this one, convert it on a '
+            'trusted machine (torch.load(..., weights_only=False), then safetensors.torch.save_file, or '
+            '`timm-hrnet-patch convert` for checkpoints that hold only tensors).') from e
+    finally:
+        with _unpickling_lock:
+            _unpickling_depth -= 1
+            if _unpickling_depth == 0:
+                torch.load = torch.load.args[0]
+
+
+def _weights_only_refusal(e: BaseException) -> Optional[BaseException]:
+    """ The weights_only unpickler's refusal in an exception's chain (timm 1.0.3x re-raises it as a RuntimeError)."""
+    while e is not None:
+        if isinstance(e, pickle.UnpicklingError) and str(e).startswith('Weights only load failed'):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _weights_only_load(load: Callable, *args, **kwargs):
+    kwargs['weights_only'] = True
+    return load(*args, **kwargs)
 
 
 def load_pretrained(model: nn.Module, cache_dir=None, **kwargs) -> None:

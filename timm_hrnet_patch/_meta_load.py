@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from timm.models import _builder
-from ._compat import load_pretrained
+from ._compat import load_pretrained, weights_only_unpickling
 
 __all__ = ['build_model_with_cfg']
 
@@ -20,16 +20,20 @@ __all__ = ['build_model_with_cfg']
 def build_model_with_cfg(model_cls: type, variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """ timm's build_model_with_cfg, same arguments and result.
 
-    A pretrained model (not features_only, no device given) is built on the meta device, then loaded through timm's
-    load_pretrained, taking the checkpoint's tensors (cast to the model's dtypes). Whatever the load leaves on meta (a
-    resized classifier, keys a loose load lacked) is materialised on the CPU and initialised as a fresh build does:
-    reset_parameters(), then the model's `_init_weights(module)` where it has one.
+    Pickled weights are unpickled with weights_only=True on every torch and timm: a pickle that would run code is
+    refused with a RuntimeError. A pretrained model (not features_only, no device given) is built on the meta device,
+    then loaded through timm's load_pretrained, taking the checkpoint's tensors (cast to the model's dtypes).
+    Whatever the load leaves on meta (a resized classifier, keys a loose load lacked) is materialised on the CPU and
+    initialised as a fresh build does: reset_parameters(), then the model's `_init_weights(module)` where it has one.
     """
-    if not pretrained or kwargs.get('features_only') or kwargs.get('device') is not None:
-        return _builder.build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    if not pretrained:
+        return _builder.build_model_with_cfg(model_cls, variant, False, **kwargs)
+    if kwargs.get('features_only') or kwargs.get('device') is not None:
+        with weights_only_unpickling(variant):
+            return _builder.build_model_with_cfg(model_cls, variant, True, **kwargs)
     with torch.device('meta'):
         model = _builder.build_model_with_cfg(model_cls, variant, False, **kwargs)
-    with _assigning_load(model):
+    with _assigning_load(model), weights_only_unpickling(variant):
         load_pretrained(
             model,
             pretrained_cfg=model.pretrained_cfg,
