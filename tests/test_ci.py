@@ -41,5 +41,6 @@ def test_ci_runs_readme_commands():
     """ .ci/run runs, verbatim, the two commands that README gives a newcomer."""
     repo = WORKFLOW.parents[2]
     ci, readme = (repo / '.ci' / 'run').read_text(), (repo / 'README.md').read_text()
-    commands = [line.split('=', 1)[1].strip("'") for line in ci.splitlines() if line.startswith(('MAIN_JOB=', 'TESTS='))]
+    commands = [line.split('=', 1)[1].strip("'")
+                for line in ci.splitlines() if line.startswith(('MAIN_JOB=', 'TESTS='))]
     assert len(commands) == 2 and all(f'    {c}\n' in readme for c in commands), commands

@@ -75,7 +75,16 @@ def test_declared_dependencies_cover_imports():
     assert needed <= declared, f'imported but not declared in pyproject.toml: {sorted(needed - declared)}'
 
 
+def test_declared_floors_are_the_seed_env():
+    """ The lowest torch and timm the metadata admits are exactly the versions tox's `seed` env tests."""
+    floors = dict(re.fullmatch(r'(torch|timm)>=(\S+)', r).groups()
+                  for r in distribution('timm-hrnet-patch').requires or () if re.match(r'(torch|timm)>=', r))
+    seed = dict(re.findall(r'^\s+seed[\w,]*: (torch|timm)==(\S+)$', (REPO / 'tox.ini').read_text(), re.M))
+    assert set(floors) == {'torch', 'timm'} and floors == seed, (floors, seed)
+
+
 @pytest.mark.slow
+@pytest.mark.packaging
 @pytest.mark.parametrize('kind', ['editable', 'wheel'])
 def test_install_overrides_timm(kind, tmp_path, monkeypatch):
     src, venv = tmp_path / 'src', tmp_path / 'venv'
