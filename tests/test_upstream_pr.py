@@ -4,7 +4,6 @@ The full check, the diff applied to the 1.0.31 sdist and timm's own tests run on
 """
 import ast
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,8 +46,7 @@ def test_diff_applies_and_only_swaps_the_import_block(tmp_path, capsys):
     text = diff.read_text()
     assert text.startswith(f'diff --git a/{upstream.MODULE_PATH} b/{upstream.MODULE_PATH}\n')
     assert f'new file mode 100644\n--- /dev/null\n+++ b/{upstream.TEST_PATH}\n' in text
-    subprocess.run(['git', 'apply', '--check', str(diff)], cwd=src, check=True)
-    subprocess.run(['git', 'apply', str(diff)], cwd=src, check=True)
+    upstream.git_apply(diff, src)  # tmp_path may lie inside a git checkout (tox's TMPDIR is in .tox)
 
     assert (src / upstream.TEST_PATH).read_text() == (PACKAGE / 'upstream_tests' / 'test_hrnet.py').read_text()
     patched = (src / upstream.MODULE_PATH).read_text()

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
-__all__ = ['SDIST_VERSION', 'fetch_sdist', 'upstream_files', 'file_diffs']
+__all__ = ['SDIST_VERSION', 'fetch_sdist', 'upstream_files', 'file_diffs', 'git_apply']
 
 SDIST_VERSION = '1.0.31'  # the timm release the PR is made against
 MODULE_PATH = 'timm/models/hrnet.py'
@@ -101,3 +101,12 @@ def file_diffs(timm_src: Path) -> Dict[str, str]:
             tofile=f'b/{path}',
         ))
     return diffs
+
+
+def git_apply(diff: Path, tree: Path) -> None:
+    """ `git apply --check`, then `git apply`, of diff in the source tree's root; CalledProcessError if any hunk does not
+    apply. The tree may lie inside another git repo (a temp dir under a checkout, .tox in a clone), where git apply
+    would silently skip the paths outside its cwd: git is kept from looking above the tree."""
+    env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(Path(tree).resolve().parent))
+    for extra in (['--check', '-v'], []):
+        subprocess.run(['git', 'apply', *extra, str(diff)], cwd=tree, env=env, check=True)

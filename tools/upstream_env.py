@@ -27,7 +27,7 @@ def _run(cmd, **kwargs) -> None:
 def main(workdir: Path) -> None:
     import timm
     from synthetic import checkpoint, serve_from_hub
-    from timm_hrnet_patch.upstream import SDIST_VERSION, fetch_sdist, upstream_files
+    from timm_hrnet_patch.upstream import SDIST_VERSION, fetch_sdist, git_apply, upstream_files
 
     if timm.__version__ != SDIST_VERSION:
         raise SystemExit(f'error: the env has timm {timm.__version__}, the PR is made against {SDIST_VERSION}')
@@ -42,10 +42,8 @@ def main(workdir: Path) -> None:
     diff = workdir / 'hrnet.diff'
     # cwd: the installed package's command, not the source checkout's
     _run([sys.executable, '-m', 'timm_hrnet_patch', 'upstream-diff', '--timm-src', src, '-o', diff], cwd=workdir)
-    # the tree may lie inside another git repo (.tox in a clone): git apply would then skip paths outside its cwd
-    git_env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(workdir))
-    _run(['git', 'apply', '--check', '-v', diff], cwd=src, env=git_env)
-    _run(['git', 'apply', diff], cwd=src, env=git_env)
+    print(f'+ git apply {diff} (in {src})', flush=True)
+    git_apply(diff, src)
     for path, text in upstream_files(src).items():
         if (src / path).read_text() != text:
             raise SystemExit(f'error: git apply left {src / path} unlike the patched file')
