@@ -1,8 +1,8 @@
-""" Compatibility with older timm releases (0.9.x - 1.0.x)
+""" Compatibility with older timm releases (0.9.x - 1.0.x) and torch (from 2.2)
 
-Everything here exists only because older timm lacks an internal that timm 1.0.31 has. Each name is
-taken from the installed timm when it is there (feature detection, no version checks) and a small
-equivalent is used otherwise. Upstream timm needs none of this.
+Everything here exists only because older timm lacks an internal that timm 1.0.31 has, or because older timm on
+torch < 2.6 unpickles checkpoints without weights_only. Each name is taken from the installed timm when it is there
+(feature detection, no version checks) and a small equivalent is used otherwise. Upstream timm needs none of this.
 """
 import functools
 import inspect
