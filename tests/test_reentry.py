@@ -1,5 +1,6 @@
 """ Concurrency and re-entry: create_model from several threads at once, importing the patch again, and the start-up
 hook with timm absent, broken or already imported."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -105,7 +106,7 @@ def test_hook_with_timm_already_imported():
         print(hook.waiting(), type(timm.create_model('hrnet_w18_small')).__module__)
         import timm_hrnet_patch
         print(type(timm.create_model('hrnet_w18_small')).__module__)
-    ''', '-W', 'ignore', env=dict(__import__('os').environ, TIMM_HRNET_PATCH='0'))
+    ''', '-W', 'ignore', env=dict(os.environ, TIMM_HRNET_PATCH='0'))
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ['False timm.models.hrnet', 'timm_hrnet_patch.hrnet']
 
@@ -123,7 +124,7 @@ def test_hook_when_the_patch_fails(tmp_path):
             import timm
         print([str(w.message).split(';')[0] for w in caught if w.category is RuntimeWarning])
         print(type(timm.create_model('hrnet_w18_small')).__module__)
-    ''', '-W', 'ignore', env=dict(__import__('os').environ, TIMM_HRNET_PATCH='1'))
+    ''', '-W', 'ignore', env=dict(os.environ, TIMM_HRNET_PATCH='1'))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert 'could not patch timm (ValueError: patch is broken here)' in lines[0], lines
