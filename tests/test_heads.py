@@ -125,6 +125,8 @@ def test_forward_intermediates(head):
 @pytest.mark.parametrize('head', HEADS)
 @pytest.mark.parametrize('index', [0, 2, 4])
 def test_prune_intermediate_layers(head, index):
+    """ Pruning keeps what the taken output needs: its tap is unchanged, the model becomes a feature-map head
+    (forward_features gives the taken map, in a list, or the stem map) and every parameter left trains."""
     model = timm.create_model('hrnet_w18_small', head=head).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -133,13 +135,18 @@ def test_prune_intermediate_layers(head, index):
         final, intermediates = model.forward_intermediates(x, indices=[index])
         feats = model.forward_features(x)
     assert torch.equal(intermediates[0], expected)
-    assert model.final_layer is None and model.num_classes == 0
+    assert model.head == ('' if head == '' else 'incre') and model.final_layer is None and model.num_classes == 0
+    assert model.num_features == expected.shape[1]
     if index == 0:
-        assert torch.equal(final, feats) and torch.equal(model(x), feats)
-        assert model.num_features == feats.shape[1]
+        assert torch.equal(final, feats) and torch.equal(model(x), feats) and torch.equal(feats, expected)
     else:
-        assert all(torch.equal(a, b) for a, b in zip(final, feats)) and torch.equal(feats[index - 1], expected)
-        assert model.num_features == feats[-1].shape[1]
+        assert len(feats) == len(final) == 1 and torch.equal(feats[0], expected) and torch.equal(final[0], expected)
+    other = 1 if index != 1 else 2
+    with pytest.raises(ValueError, match=rf'indices \[{other}\] are not computed by this model'):
+        model.forward_intermediates(x, indices=[other])
+    out = model.train()(x)
+    sum(o.sum() for o in listed(out)).backward()
+    assert not [n for n, p in model.named_parameters() if p.grad is None]
 
 
 def test_reset_classifier():
@@ -157,7 +164,7 @@ def test_reset_classifier():
         model = timm.create_model('hrnet_w18_small', head=head)
         model.reset_classifier(0)
         assert isinstance(model(x), list)
-        with pytest.raises(ValueError, match=f"head={head!r} outputs a list of feature maps"):
+        with pytest.raises(ValueError, match=f"head={head!r} outputs feature maps and has no classifier"):
             model.reset_classifier(10)
 
 
@@ -176,3 +183,15 @@ def test_device_dtype_kwargs(head):
     model = timm.create_model('hrnet_w18_small', head=head, dtype=torch.float64).eval()
     out = model(torch.randn(1, 3, 32, 32, dtype=torch.float64))
     assert (out if head == 'classification' else out[0]).dtype == torch.float64
+
+
+@pytest.mark.parametrize('head', HEADS)
+def test_fx_symbolic_trace(head):
+    """ torch.fx traces every head (timm's FX feature extraction), input checks included: they run in the graph."""
+    model = timm.create_model('hrnet_w18_small', head=head).eval()
+    traced = torch.fx.symbolic_trace(model)
+    x = torch.randn(1, 3, 48, 40)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(listed(traced(x)), listed(model(x))))
+    with pytest.raises(ValueError, match=r'expects input of shape \(B, 3, H, W\)'):
+        traced(torch.randn(1, 1, 48, 40))

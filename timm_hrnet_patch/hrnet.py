@@ -14,8 +14,9 @@ Original header:
 """
 import logging
 from copy import deepcopy
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Dict, List, Type, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -34,8 +35,33 @@ __all__ = ['HighResolutionNet', 'HighResolutionNetFeatures']  # model_registry w
 _BN_MOMENTUM = 0.1
 _logger = logging.getLogger(__name__)
 
-HEADS = ('classification', 'incre', '')  # valid `head` values, None is an alias of ''
-_HEAD_MODULES = ('incre_modules', 'downsamp_modules', 'final_layer', 'classifier')  # checkpoint keys by head
+_TRUNK = ('conv2', 'bn2', 'act2', 'layer1', 'transition1', 'stage2', 'transition2', 'stage3', 'transition3', 'stage4')
+_INCRE_CHS = (128, 256, 512, 1024)  # incre module output channels per branch (Bottleneck, 4x expansion)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """ An HRNet head: the modules it builds on the final stage's branch maps and what forward_features returns.
+
+    The one place a head is defined: construction, forward, num_features, feature_info, reset_classifier,
+    prune_intermediate_layers and checkpoint_filter_fn all read it from HEAD_SPECS[model.head].
+    """
+    incre: bool  # incre_modules: each branch map through a Bottleneck to _INCRE_CHS channels
+    classifier: bool  # downsamp_modules + final_layer (one 2048-channel stride 32 map), then pooling + classifier
+    branches: Tuple[int, ...]  # final-stage branch maps it uses, 0-3 at strides 4-32 (features_only may take fewer)
+    output: str  # forward_features: 'map' (the final_layer map), 'maps' (list, one per branch)
+
+    def num_features(self, map_chs: List[int]) -> int:
+        """ Channels of forward_features' output (the last map for 'maps'), from the channels of the maps built."""
+        return 2048 if self.classifier else map_chs[-1]
+
+
+HEAD_SPECS: Dict[str, HeadSpec] = {
+    'classification': HeadSpec(incre=True, classifier=True, branches=(0, 1, 2, 3), output='map'),
+    'incre': HeadSpec(incre=True, classifier=False, branches=(0, 1, 2, 3), output='maps'),
+    '': HeadSpec(incre=False, classifier=False, branches=(0, 1, 2, 3), output='maps'),
+}
+HEADS = tuple(HEAD_SPECS)  # valid `head` values, None is an alias of ''
 
 
 cfg_cls = dict(
@@ -375,9 +401,12 @@ class HighResolutionModule(nn.Module):
             num_channels: Tuple[int, ...],
             fuse_method: str,
             multi_scale_output: bool = True,
+            outputs: Optional[Sequence[int]] = None,
             device=None,
             dtype=None,
     ):
+        """ outputs: the branches whose fused maps forward returns (default: all, or only 0 when not
+        multi_scale_output); only their fuse layers are built, the others' slots hold an nn.Identity. """
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self._check_branches(
@@ -393,6 +422,9 @@ class HighResolutionModule(nn.Module):
         self.num_branches = num_branches
 
         self.multi_scale_output = multi_scale_output
+        if outputs is None:
+            outputs = range(num_branches) if multi_scale_output else (0,)
+        self.outputs = tuple(sorted(outputs))
 
         self.branches = self._make_branches(
             num_branches,
@@ -455,7 +487,10 @@ class HighResolutionModule(nn.Module):
         num_branches = self.num_branches
         num_in_chs = self.num_in_chs
         fuse_layers = []
-        for i in range(num_branches if self.multi_scale_output else 1):
+        for i in range(max(self.outputs) + 1):
+            if i not in self.outputs:
+                fuse_layers.append(nn.Identity())  # keeps the built ones at their index (checkpoint keys)
+                continue
             fuse_layer = []
             for j in range(num_branches):
                 if j > i:
@@ -497,7 +532,8 @@ class HighResolutionModule(nn.Module):
             x[i] = branch(x[i])
 
         x_fuse = []
-        for i, fuse_outer in enumerate(self.fuse_layers):
+        for i in self.outputs:
+            fuse_outer = self.fuse_layers[i]
             y = None
             for j, f in enumerate(fuse_outer):
                 z = f(x[j])
@@ -519,6 +555,21 @@ class SequentialList(nn.Sequential):
         return x
 
 
+def _check_input(x: torch.Tensor, in_chans: int, training_trunk: bool) -> None:
+    """ Raise a ValueError for an input that is not (B, in_chans, H, W) or, when training the trunk, one whose
+    stride 32 maps hold a single value per channel (BatchNorm cannot normalise it)."""
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ValueError(
+            f'HRNet expects input of shape (B, {in_chans}, H, W) (in_chans={in_chans}), got {tuple(x.shape)}.')
+    if training_trunk and x.shape[0] * ((x.shape[2] + 31) // 32) * ((x.shape[3] + 31) // 32) == 1:
+        raise ValueError(
+            f'HRNet in training needs more than one value per channel at stride 32 for BatchNorm, got input '
+            f'{tuple(x.shape)}: use a batch > 1 or an input larger than 32 x 32.')
+
+
+torch.fx.wrap('_check_input')  # FX tracing records a call to it, checked when the traced graph runs
+
+
 block_types_dict = {
     'BASIC': BasicBlock,
     'BOTTLENECK': Bottleneck
@@ -536,6 +587,7 @@ class HighResolutionNet(nn.Module):
             global_pool: str = 'avg',
             drop_rate: float = 0.0,
             head: str = 'classification',
+            branch_outputs: Optional[Sequence[int]] = None,
             device=None,
             dtype=None,
             **kwargs,
@@ -543,18 +595,31 @@ class HighResolutionNet(nn.Module):
         """
         Args:
             cfg: Architecture cfg (stem_width, stage1-4), never mutated; kwargs override its entries.
-            head: 'classification' (logits), 'incre' (list of 4 incre module maps) or '' (list of 4 branch maps).
-                None is an alias of ''. num_classes, global_pool and drop_rate apply to 'classification' only.
+            head: 'classification' (logits), 'incre' (list of 4 incre module maps) or '' (list of 4 branch maps),
+                see HEAD_SPECS. None is an alias of ''. num_classes, global_pool and drop_rate apply to
+                'classification' only.
+            branch_outputs: the head's final-stage branches (0-3) to compute, default all the head uses. Only
+                what these outputs need is built (features_only out_indices), so every parameter gets a gradient.
 
         Raises:
-            ValueError: unknown head or output_stride other than 32.
+            ValueError: unknown head, invalid in_chans / num_classes / branch_outputs, output_stride other than 32.
             TypeError: kwargs that are not architecture cfg entries.
         """
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         head = '' if head is None else head
-        if head not in HEADS:
+        if not isinstance(head, str) or head not in HEADS:
             raise ValueError(f"Unknown HRNet head {head!r}, valid values are {HEADS} (None is an alias of '').")
+        spec = HEAD_SPECS[head]
+        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f'HRNet in_chans must be a positive int, got {in_chans!r}.')
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f'HRNet num_classes must be an int >= 0 (0: no classifier), got {num_classes!r}.')
+        branch_outputs = spec.branches if branch_outputs is None else tuple(sorted(set(branch_outputs)))
+        if not set(branch_outputs) <= set(spec.branches) or (spec.classifier and branch_outputs != spec.branches):
+            raise ValueError(
+                f'HRNet head={head!r} computes branch_outputs from {spec.branches}'
+                f'{" (all of them)" if spec.classifier else ""}, got {branch_outputs}.')
         if output_stride != 32:
             raise ValueError(f'HRNet supports output_stride=32 only, got {output_stride}.')  # FIXME support dilation
         self.num_classes = num_classes
@@ -600,20 +665,25 @@ class HighResolutionNet(nn.Module):
         block_type = block_types_dict[self.stage4_cfg['block_type']]
         num_channels = [num_channels[i] * block_type.expansion for i in range(len(num_channels))]
         self.transition3 = self._make_transition_layer(pre_stage_channels, num_channels, **dd)
-        self.stage4, pre_stage_channels = self._make_stage(self.stage4_cfg, num_channels, multi_scale_output=True, **dd)
+        self.stage4, pre_stage_channels = self._make_stage(
+            self.stage4_cfg, num_channels, outputs=branch_outputs or (0,), **dd)
+        if not branch_outputs:  # only the stem is taken: the trunk would go unused
+            for n in _TRUNK:
+                setattr(self, n, nn.Identity())
 
         self.head = head
-        self.head_channels = None  # set if _make_head called
-        head_conv_bias = cfg.pop('head_conv_bias', True)
+        self.branch_outputs = branch_outputs
+        map_chs = list(_INCRE_CHS) if spec.incre else pre_stage_channels
+        # module names aren't actually valid here, hook or FeatureNet based extraction would not work
+        self.feature_info = [dict(num_chs=stem_width, reduction=2, module='stem')] + [
+            dict(num_chs=map_chs[b], reduction=4 * 2 ** b, module=f'stage{b + 1}') for b in spec.branches]
+        self.num_features = self.head_hidden_size = (
+            spec.num_features([map_chs[b] for b in branch_outputs]) if branch_outputs else stem_width)
         self.incre_modules = self.downsamp_modules = self.final_layer = None  # built only for the heads using them
-        if head == 'classification':
-            # Classification Head
-            self.num_features = self.head_hidden_size = 2048
-            self.incre_modules, self.downsamp_modules, self.final_layer = self._make_head(
-                pre_stage_channels,
-                conv_bias=head_conv_bias,
-                **dd,
-            )
+        if spec.incre:
+            self.incre_modules = self._make_incre(pre_stage_channels, branch_outputs, **dd)
+        if spec.classifier:
+            self.downsamp_modules, self.final_layer = self._make_aggregation(cfg.pop('head_conv_bias', True), **dd)
             self.global_pool, self.head_drop, self.classifier = create_classifier(
                 self.num_features,
                 self.num_classes,
@@ -623,51 +693,31 @@ class HighResolutionNet(nn.Module):
             )
             self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         else:
-            # feature heads output a list of maps (forward_features), there is no classifier
-            if head == 'incre':
-                self.incre_modules, self.downsamp_modules, self.final_layer = self._make_head(
-                    pre_stage_channels,
-                    incre_only=True,
-                    **dd,
-                )
             self.num_classes = 0
             self.global_pool = nn.Identity()
             self.head_drop = nn.Identity()
             self.classifier = nn.Identity()
 
-        curr_stride = 2
-        # module names aren't actually valid here, hook or FeatureNet based extraction would not work
-        self.feature_info = [dict(num_chs=64, reduction=curr_stride, module='stem')]
-        for i, c in enumerate(self.head_channels if self.head_channels else num_channels):
-            curr_stride *= 2
-            c = c * 4 if self.head_channels else c  # head block_type expansion factor of 4
-            self.feature_info += [dict(num_chs=c, reduction=curr_stride, module=f'stage{i + 1}')]
-        self.num_branches = len(self.feature_info) - 1  # final stage branches, feature taps are the stem + branches
-        if head != 'classification':
-            # num_features of a feature head: channels of its last (stride 32) map
-            self.num_features = self.head_hidden_size = self.feature_info[-1]['num_chs']
-
         self.init_weights()
 
-    def _make_head(self, pre_stage_channels, incre_only=False, conv_bias=True, device=None, dtype=None):
+    def _make_incre(self, pre_stage_channels, branches, device=None, dtype=None) -> nn.ModuleList:
+        """ Increasing the #channels on each resolution, from C, 2C, 4C, 8C to 128, 256, 512, 1024: modules for
+        `branches` only, an nn.Identity in the others' slots (keeps checkpoint keys)."""
         dd = {'device': device, 'dtype': dtype}
-        head_block_type = Bottleneck
-        self.head_channels = [32, 64, 128, 256]
-
-        # Increasing the #channels on each resolution
-        # from C, 2C, 4C, 8C to 128, 256, 512, 1024
         incre_modules = []
-        for i, channels in enumerate(pre_stage_channels):
-            incre_modules.append(self._make_layer(head_block_type, channels, self.head_channels[i], 1, stride=1, **dd))
-        incre_modules = nn.ModuleList(incre_modules)
-        if incre_only:
-            return incre_modules, None, None
+        for i in range(max(branches) + 1 if branches else 0):
+            if i in branches:
+                incre_modules.append(self._make_layer(
+                    Bottleneck, pre_stage_channels[i], _INCRE_CHS[i] // Bottleneck.expansion, 1, stride=1, **dd))
+            else:
+                incre_modules.append(nn.Identity())
+        return nn.ModuleList(incre_modules)
 
-        # downsampling modules
+    def _make_aggregation(self, conv_bias=True, device=None, dtype=None) -> Tuple[nn.ModuleList, nn.Module]:
+        """ Downsampling modules summing the incre maps into the stride 32 one, and the final 1x1 conv to 2048."""
+        dd = {'device': device, 'dtype': dtype}
         downsamp_modules = []
-        for i in range(len(pre_stage_channels) - 1):
-            in_channels = self.head_channels[i] * head_block_type.expansion
-            out_channels = self.head_channels[i + 1] * head_block_type.expansion
+        for in_channels, out_channels in zip(_INCRE_CHS[:-1], _INCRE_CHS[1:]):
             downsamp_module = nn.Sequential(
                 nn.Conv2d(
                     in_channels=in_channels,
@@ -686,7 +736,7 @@ class HighResolutionNet(nn.Module):
 
         final_layer = nn.Sequential(
             nn.Conv2d(
-                in_channels=self.head_channels[3] * head_block_type.expansion,
+                in_channels=_INCRE_CHS[-1],
                 out_channels=self.num_features,
                 kernel_size=1,
                 stride=1,
@@ -697,8 +747,7 @@ class HighResolutionNet(nn.Module):
             nn.BatchNorm2d(self.num_features, momentum=_BN_MOMENTUM, **dd),
             nn.ReLU(inplace=True)
         )
-
-        return incre_modules, downsamp_modules, final_layer
+        return downsamp_modules, final_layer
 
     def _make_transition_layer(self, num_channels_pre_layer, num_channels_cur_layer, device=None, dtype=None):
         dd = {'device': device, 'dtype': dtype}
@@ -744,7 +793,8 @@ class HighResolutionNet(nn.Module):
 
         return nn.Sequential(*layers)
 
-    def _make_stage(self, layer_config, num_in_chs, multi_scale_output=True, device=None, dtype=None):
+    def _make_stage(self, layer_config, num_in_chs, outputs=None, device=None, dtype=None):
+        """ A stage's modules; the last one returns the fused maps of `outputs` only (default: all branches)."""
         num_modules = layer_config['num_modules']
         num_branches = layer_config['num_branches']
         num_blocks = layer_config['num_blocks']
@@ -754,8 +804,6 @@ class HighResolutionNet(nn.Module):
 
         modules = []
         for i in range(num_modules):
-            # multi_scale_output is only used last module
-            reset_multi_scale_output = multi_scale_output or i < num_modules - 1
             modules.append(HighResolutionModule(
                 num_branches,
                 block_type,
@@ -763,7 +811,7 @@ class HighResolutionNet(nn.Module):
                 num_in_chs,
                 num_channels,
                 fuse_method,
-                reset_multi_scale_output,
+                outputs=outputs if i == num_modules - 1 else None,
                 device=device,
                 dtype=dtype,
             ))
@@ -808,13 +856,13 @@ class HighResolutionNet(nn.Module):
         return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        """ Replace the classifier (num_classes=0 removes it). Feature heads, whose output is a list of maps,
-        have no classifier and accept num_classes=0 only.
+        """ Replace the classifier (num_classes=0 removes it). Heads without one (HEAD_SPECS, a pruned model's
+        included) output feature maps and accept num_classes=0 only.
         """
-        if self.final_layer is None and not isinstance(self.layer1, nn.Identity):
+        if not HEAD_SPECS[self.head].classifier:
             if num_classes:
                 raise ValueError(
-                    f"HRNet head={self.head!r} outputs a list of feature maps and has no classifier, "
+                    f"HRNet head={self.head!r} outputs feature maps and has no classifier, "
                     f"build it with head='classification' to use num_classes={num_classes}.")
             return
         if global_pool is None:
@@ -827,6 +875,20 @@ class HighResolutionNet(nn.Module):
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         self.global_pool.train(self.training)
         self.classifier.train(self.training)
+
+    def unbuilt_prefixes(self) -> Tuple[str, ...]:
+        """ Key prefixes of the full (classification) layout's modules this model was built without: the head
+        modules it does not use and, for outputs it does not compute, their fuse layers and incre modules (or the
+        whole trunk when only the stem is taken). checkpoint_filter_fn drops exactly these keys."""
+        spec = HEAD_SPECS[self.head]
+        prefixes = [] if spec.classifier else ['downsamp_modules.', 'final_layer.', 'classifier.']
+        not_taken = [b for b in range(4) if b not in self.branch_outputs]
+        if not self.branch_outputs:
+            prefixes += [f'{n}.' for n in _TRUNK]
+        elif not_taken:
+            prefixes += [f'stage4.{len(self.stage4) - 1}.fuse_layers.{b}.' for b in not_taken]
+        prefixes += [f'incre_modules.{b}.' for b in not_taken] if spec.incre else ['incre_modules.']
+        return tuple(prefixes)
 
     def stages(self, x) -> List[torch.Tensor]:
         x = self.layer1(x)
@@ -841,37 +903,49 @@ class HighResolutionNet(nn.Module):
         yl = self.stage4(xl)
         return yl
 
-    def _forward_head_maps(self, yl: List[torch.Tensor]) -> List[torch.Tensor]:
-        """ Branch maps (C, 2C, 4C, 8C) through the incre modules (128, 256, 512, 1024), where built."""
-        if self.incre_modules is None:
-            return yl
-        return [incre(y) for y, incre in zip(yl, self.incre_modules)]
+    def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """ The stem's first conv (stride 2); any input size works, maps are ceil(H / stride) x ceil(W / stride).
 
-    def _aggregate(self, yl: List[torch.Tensor], incre: bool = True) -> Union[torch.Tensor, List[torch.Tensor]]:
-        """ Head on the final stage's branch maps: the incre modules where built (`incre=False`: the maps have been
-        through them), then for 'classification' downsampled and summed into one final map. Incre and downsample
-        modules interleave as upstream's do: the classification forward dispatches upstream's ops in its order."""
-        if self.final_layer is None:
-            return self._forward_head_maps(yl) if incre else yl
-        y = self.incre_modules[0](yl[0]) if incre else yl[0]
-        for i, down in enumerate(self.downsamp_modules):
-            y = (self.incre_modules[i + 1](yl[i + 1]) if incre else yl[i + 1]) + down(y)
-        return self.final_layer(y)
-
-    def forward_features(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
-        """ 'classification': (B, 2048, H/32, W/32) map. 'incre' / '': list of 4 maps at strides 4, 8, 16, 32."""
-        # Stem
+        Raises:
+            ValueError: input not (B, in_chans, H, W); in training, a batch whose stride 32 maps hold one value per
+                channel (B = 1 and H, W <= 32), which BatchNorm cannot normalise.
+        """
+        _check_input(x, self.conv1.in_channels, self.training and bool(self.branch_outputs))
         x = self.conv1(x)
         x = self.bn1(x)
-        x = self.act1(x)
-        if isinstance(self.layer1, nn.Identity):
-            return x  # only the stem remains (prune_intermediate_layers)
+        return self.act1(x)
+
+    def _forward_trunk(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """ Stem map to the final stage's maps of self.branch_outputs (one per branch, in that order)."""
         x = self.conv2(x)
         x = self.bn2(x)
         x = self.act2(x)
+        return self.stages(x)
 
-        # Stages
-        return self._aggregate(self.stages(x))
+    def _forward_incre(self, yl: List[torch.Tensor]) -> List[torch.Tensor]:
+        """ The final stage's maps through their incre modules (C, 2C, 4C, 8C to 128, 256, 512, 1024), if built."""
+        if not HEAD_SPECS[self.head].incre:
+            return yl
+        return [self.incre_modules[b](y) for b, y in zip(self.branch_outputs, yl)]
+
+    def _forward_head_features(self, yl: List[torch.Tensor], incre_done: bool = False):
+        """ forward_features' output (HEAD_SPECS[self.head].output) from the final stage's maps (`incre_done`: they
+        went through the incre modules already). The classification head interleaves incre and downsample modules
+        as upstream's does: its forward dispatches upstream's ops in upstream's order."""
+        if HEAD_SPECS[self.head].output == 'map':
+            y = yl[0] if incre_done else self.incre_modules[0](yl[0])
+            for i, down in enumerate(self.downsamp_modules):
+                y = (yl[i + 1] if incre_done else self.incre_modules[i + 1](yl[i + 1])) + down(y)
+            return self.final_layer(y)
+        return yl if incre_done else self._forward_incre(yl)
+
+    def forward_features(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
+        """ 'classification': (B, 2048, H/32, W/32) map. 'incre' / '': list of maps at strides 4-32, one per
+        branch output. With only the stem taken (features_only, prune_intermediate_layers): the stem map."""
+        x = self._forward_stem(x)
+        if not self.branch_outputs:
+            return x
+        return self._forward_head_features(self._forward_trunk(x))
 
     def forward_intermediates(
             self,
@@ -896,29 +970,30 @@ class HighResolutionNet(nn.Module):
 
         Returns:
             Features and list of intermediate features or just intermediate features.
+
+        Raises:
+            ValueError: an index out of range, or one whose output this model does not compute (features_only
+                out_indices, prune_intermediate_layers).
         """
         assert output_fmt in ('NCHW',), 'Output shape must be NCHW.'
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        unbuilt = [i for i in take_indices if i > 0 and i - 1 not in self.branch_outputs]
+        if unbuilt:
+            raise ValueError(
+                f'HRNet feature indices {unbuilt} are not computed by this model, it was built (features_only '
+                f'out_indices) or pruned for {[0] + [b + 1 for b in self.branch_outputs]}.')
         intermediates = []
-        take_indices, max_index = feature_take_indices(self.num_branches + 1, indices)
-
-        # forward pass
-        x = self.conv1(x)
-        x = self.bn1(x)
-        x = self.act1(x)
+        x = self._forward_stem(x)
         if 0 in take_indices:
             intermediates.append(x)
-        if max_index == 0 and (stop_early or isinstance(self.layer1, nn.Identity)):
-            # only the stem is needed (or remains after pruning)
+        if not self.branch_outputs or (max_index == 0 and stop_early):
             return intermediates if intermediates_only else (x, intermediates)
 
-        x = self.conv2(x)
-        x = self.bn2(x)
-        x = self.act2(x)
-        yl = self._forward_head_maps(self.stages(x))  # all branch outputs come out of the fused final stage together
-        intermediates.extend([y for i, y in enumerate(yl, start=1) if i in take_indices])
+        yl = self._forward_incre(self._forward_trunk(x))  # the branch outputs come out of the final stage together
+        intermediates.extend([y for b, y in zip(self.branch_outputs, yl) if b + 1 in take_indices])
         if intermediates_only:
             return intermediates
-        return self._aggregate(yl, incre=False), intermediates
+        return self._forward_head_features(yl, incre_done=True), intermediates
 
     def prune_intermediate_layers(
             self,
@@ -928,9 +1003,10 @@ class HighResolutionNet(nn.Module):
     ) -> List[int]:
         """Prune layers not required for specified intermediates.
 
-        NOTE: the branch outputs come out of the final fused stage together. When only some of them are taken, the
-        layers computing the others (fuse layers, incre modules) remain but go unused, distributed (DDP) training
-        then needs find_unused_parameters=True.
+        Keeps exactly what the taken outputs need, as features_only does with out_indices: every parameter
+        left gets a gradient. Unless the head is kept (prune_head=False with the last index taken: the model stays
+        whole), the model becomes a feature-map head ('incre' where it has incre modules, else ''): forward_features gives the
+        taken maps (a list), or the stem map when only index 0 is taken.
 
         Args:
             indices: Indices of intermediate layers to keep.
@@ -940,28 +1016,32 @@ class HighResolutionNet(nn.Module):
         Returns:
             List of indices that were kept.
         """
-        take_indices, max_index = feature_take_indices(self.num_branches + 1, indices)
-        if max_index == 0:
-            # all branch outputs (indices 1-4) depend on the full trunk, it can only be dropped as a whole
-            for n in (
-                    'conv2', 'bn2', 'act2', 'layer1',
-                    'transition1', 'stage2', 'transition2', 'stage3', 'transition3', 'stage4',
-            ):
-                setattr(self, n, nn.Identity())
-        if self.incre_modules is not None:
-            self.incre_modules = self.incre_modules[:max_index]
-        if prune_head or max_index < self.num_branches:
-            # the aggregation head (downsample + final_layer) only feeds the classifier and needs every branch,
-            # forward_features returns the maps (or the stem) without it, same as the feature heads
-            self.downsamp_modules = None
-            self.final_layer = None
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        if not prune_head and max_index == len(self.feature_info) - 1:
+            return take_indices  # the head is kept, and it uses every output
+        spec = HEAD_SPECS[self.head]
+        outputs = tuple(b for b in self.branch_outputs if b + 1 in take_indices)
+        if spec.classifier:
+            self.head = 'incre'
+            self.downsamp_modules = self.final_layer = None
             self.num_classes = 0
             self.global_pool = nn.Identity()
             self.head_drop = nn.Identity()
             self.classifier = nn.Identity()
-            # num_features: channels of the last output, the stem, the last incre map kept or the last branch
-            last = max_index if max_index == 0 or self.incre_modules is not None else self.num_branches
-            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
+        for b in set(self.branch_outputs) - set(outputs):
+            if self.incre_modules is not None:
+                self.incre_modules[b] = nn.Identity()
+            if outputs:
+                self.stage4[-1].fuse_layers[b] = nn.Identity()
+        if outputs:
+            self.stage4[-1].outputs = outputs
+        else:
+            for n in _TRUNK:
+                setattr(self, n, nn.Identity())
+        self.branch_outputs = outputs
+        # num_features: channels of forward_features' output, the last map taken or the stem
+        last = self.feature_info[(outputs[-1] + 1) if outputs else 0]
+        self.num_features = self.head_hidden_size = last['num_chs']
         return take_indices
 
     def forward_head(
@@ -969,8 +1049,8 @@ class HighResolutionNet(nn.Module):
             x: Union[torch.Tensor, List[torch.Tensor]],
             pre_logits: bool = False,
     ) -> Union[torch.Tensor, List[torch.Tensor]]:
-        if isinstance(x, list):
-            return x  # feature heads have no pooling / classifier, their maps pass through
+        if not HEAD_SPECS[self.head].classifier:
+            return x  # the feature map heads have no pooling / classifier, their maps pass through
         # Classification Head
         x = self.global_pool(x)
         x = self.head_drop(x)
@@ -996,7 +1076,7 @@ class HighResolutionNetFeatures(HighResolutionNet):
 
     The `feature_location=incre` allows grabbing increased channel count features using part of the
     classification head. If `feature_location=''` the default HRNet features are returned. First stem
-    conv is used for stride 2 features.
+    conv is used for stride 2 features. Only what the `out_indices` maps need is built.
     """
 
     def __init__(
@@ -1013,6 +1093,17 @@ class HighResolutionNetFeatures(HighResolutionNet):
     ):
         if feature_location not in ('incre', ''):
             raise ValueError(f"Unknown HRNet feature_location {feature_location!r}, valid values are ('incre', '').")
+        num_taps = 1 + len(HEAD_SPECS[feature_location].branches)
+        if isinstance(out_indices, int) and not isinstance(out_indices, bool):
+            out_indices = tuple(range(num_taps))[-out_indices:] if 0 < out_indices <= num_taps else (out_indices,)
+        if (not isinstance(out_indices, (tuple, list)) or not out_indices
+                or any(isinstance(i, bool) or not isinstance(i, int) or not -num_taps <= i < num_taps
+                       for i in out_indices)
+                or len({i % num_taps for i in out_indices}) != len(out_indices)):
+            raise ValueError(
+                f'HRNet out_indices must be distinct ints in [{-num_taps}, {num_taps - 1}] (0: stem, 1-4: strides '
+                f'4-32) or a count of last maps, got {out_indices!r}.')
+        out_indices = tuple(sorted(i % num_taps for i in out_indices))
         super().__init__(
             cfg,
             in_chans=in_chans,
@@ -1021,29 +1112,17 @@ class HighResolutionNetFeatures(HighResolutionNet):
             global_pool=global_pool,
             drop_rate=drop_rate,
             head=feature_location,
+            branch_outputs=[i - 1 for i in out_indices if i > 0],
             **kwargs,
         )
         self.feature_info = FeatureInfo(self.feature_info, out_indices)
-        self._out_idx = {f['index'] for f in self.feature_info.get_dicts()}
+        self._out_indices = list(out_indices)
 
     def forward_features(self, x):
         assert False, 'Not supported'
 
     def forward(self, x) -> List[torch.Tensor]:
-        out = []
-        x = self.conv1(x)
-        x = self.bn1(x)
-        x = self.act1(x)
-        if 0 in self._out_idx:
-            out.append(x)
-        x = self.conv2(x)
-        x = self.bn2(x)
-        x = self.act2(x)
-        x = self._forward_head_maps(self.stages(x))
-        for i, f in enumerate(x):
-            if i + 1 in self._out_idx:
-                out.append(f)
-        return out
+        return self.forward_intermediates(x, self._out_indices, intermediates_only=True)
 
 
 def _format_keys(keys: List[str], limit: int = 10) -> str:
@@ -1059,9 +1138,9 @@ def checkpoint_filter_fn(
 ) -> Dict[str, torch.Tensor]:
     """ Fit an HRNet checkpoint (timm or original HRNet-Image-Classification layout) to a model's head.
 
-    Unwraps 'state_dict' / 'model' containers and a 'module.' prefix, and drops exactly the keys of the head
-    modules (incre_modules, downsamp_modules, final_layer, classifier) the model was built without. All other
-    keys are kept as they are.
+    Unwraps 'state_dict' / 'model' containers and a 'module.' prefix, and drops exactly the keys of the modules the
+    model was built without (model.unbuilt_prefixes(): head modules its head does not use, the fuse layers and incre
+    modules of outputs it does not compute). All other keys are kept as they are.
 
     The rest must then match the model: with strict=True a missing or unexpected key raises a RuntimeError that
     names them, with strict=False they are logged as a warning and the unexpected ones dropped. Classifier keys
@@ -1075,8 +1154,7 @@ def checkpoint_filter_fn(
     state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
 
     model_keys = set(model.state_dict())
-    absent_head_modules = set(_HEAD_MODULES) - {k.split('.', 1)[0] for k in model_keys}
-    state_dict = {k: v for k, v in state_dict.items() if k.split('.', 1)[0] not in absent_head_modules}
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(model.unbuilt_prefixes())}
 
     exempt = set()
     pretrained_classes = getattr(model, 'pretrained_cfg', None) or {}
@@ -1096,7 +1174,34 @@ def checkpoint_filter_fn(
             raise RuntimeError(msg + ' Pass pretrained_strict=False (alias strict=False) to load it anyway.')
         _logger.warning(msg + ' Loading non-strict: missing weights keep their random init, unexpected are dropped.')
         state_dict = {k: v for k, v in state_dict.items() if k not in unexpected}
+    _check_values(state_dict, model.state_dict(), strict)
     return state_dict
+
+
+def _check_values(state_dict: Dict[str, Any], model_sd: Dict[str, torch.Tensor], strict: bool) -> None:
+    """ Values that cannot load: not a tensor, or integer where the model holds floats (or the reverse): a
+    RuntimeError. NaN or Inf in a float tensor: a RuntimeError (strict), else a warning naming the keys. Floats that
+    load into a model dtype holding less precision or range (float32 into bfloat16, ...): a warning."""
+    wrong = [k for k, v in state_dict.items() if k in model_sd and (
+        not isinstance(v, torch.Tensor) or v.is_floating_point() != model_sd[k].is_floating_point())]
+    if wrong:
+        raise RuntimeError(
+            f'Checkpoint values of the wrong type ({len(wrong)}), need a tensor of the model\'s kind (float or '
+            f'integer): ' + ', '.join(f'{k} ({getattr(state_dict[k], "dtype", type(state_dict[k]).__name__)})'
+                                      for k in sorted(wrong)[:10]) + '.')
+    floats = {k: v for k, v in state_dict.items() if k in model_sd and v.is_floating_point()}
+    non_finite = [k for k, v in floats.items() if not torch.isfinite(v).all()]
+    if non_finite:
+        msg = f'Checkpoint tensors with NaN or Inf values ({len(non_finite)}): {_format_keys(non_finite)}.'
+        if strict:
+            raise RuntimeError(msg + ' Pass pretrained_strict=False (alias strict=False) to load them anyway.')
+        _logger.warning(msg + ' Loading them non-strict.')
+    lossy = sorted({(str(v.dtype), str(model_sd[k].dtype)) for k, v in floats.items() if v.dtype != model_sd[k].dtype
+                    and not (model_sd[k].dtype in (torch.float32, torch.float64)
+                             and torch.finfo(v.dtype).bits <= torch.finfo(model_sd[k].dtype).bits)})
+    if lossy:
+        _logger.warning('Checkpoint floats load into a model dtype with less precision or range: '
+                     + ', '.join(f'{a} to {b}' for a, b in lossy) + '.')
 
 
 def _create_hrnet(

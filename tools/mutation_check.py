@@ -16,13 +16,19 @@ MUTATIONS = {
     'remove the filter fn': (
         '        pretrained_filter_fn=partial(checkpoint_filter_fn, strict=pretrained_strict),\n', ''),
     'incre skips its modules': (
-        'return [incre(y) for y, incre in zip(yl, self.incre_modules)]', 'return yl'),
+        'return [self.incre_modules[b](y) for b, y in zip(self.branch_outputs, yl)]', 'return yl'),
     'scale-factor upsampling': (
         "z = F.interpolate(z, size=x[i].shape[-2:], mode='nearest')",
         "z = F.interpolate(z, scale_factor=2 ** (j - i), mode='nearest')"),
     'head not validated': (
-        '        if head not in HEADS:\n            raise ValueError(',
+        '        if not isinstance(head, str) or head not in HEADS:\n            raise ValueError(',
         '        if False:\n            raise ValueError('),
+    'fuse layers of every output built': (
+        '            if i not in self.outputs:\n', '            if False:\n'),
+    'filter drops nothing of partial outputs': (
+        "            prefixes += [f'stage4.{len(self.stage4) - 1}.fuse_layers.{b}.' for b in not_taken]\n", ''),
+    'NaN not checked': ("    non_finite = [k for k, v in floats.items() if not torch.isfinite(v).all()]",
+                        "    non_finite = []"),
 }
 
 

@@ -130,3 +130,22 @@ def test_hrnet_checkpoint_filter_unwraps():
     wrapped = {'state_dict': {'module.' + k: v for k, v in state_dict.items()}}
     filtered = checkpoint_filter_fn(wrapped, model)
     assert sorted(filtered) == sorted(model.state_dict())
+
+
+@pytest.mark.base
+@pytest.mark.parametrize('kwargs', [
+    dict(head='classification'), dict(head='incre'), dict(head=''),
+    dict(features_only=True, out_indices=(1, 2)), dict(features_only=True, feature_location='', out_indices=(3,)),
+    dict(features_only=True, out_indices=(0,)),
+])
+def test_hrnet_every_parameter_used(kwargs, w18_small_checkpoint):
+    """Only what the outputs need is built (DDP w/ find_unused_parameters=False), pretrained weights load strictly."""
+    path, state_dict = w18_small_checkpoint
+    model = create_model(
+        'hrnet_w18_small', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs).train()
+    loaded = model.state_dict()
+    assert all(torch.equal(v, state_dict[k]) for k, v in loaded.items())
+    assert sorted(k for k in state_dict if not k.startswith(model.unbuilt_prefixes())) == sorted(loaded)
+    out = model(torch.randn(2, 3, 64, 64))
+    sum(o.sum() for o in (out if isinstance(out, list) else [out])).backward()
+    assert not [n for n, p in model.named_parameters() if p.grad is None]

@@ -1,0 +1,96 @@
+""" DistributedDataParallel with find_unused_parameters=False: every head and a partial features_only trains.
+
+Two CPU processes (gloo) run every case in one process group, two training steps each: DDP raises in the second
+step's forward when a parameter got no gradient in the first. After each step the ranks compare their gradients.
+A control model with one parameter its forward never uses shows that the harness catches it. Slow: it starts two
+interpreters (about 20 s here).
+"""
+import json
+import os
+import time
+from typing import Dict
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+import timm
+
+from conftest import HEADS, listed
+
+CASES = {f'head={h!r}': dict(head=h) for h in HEADS}
+CASES.update({
+    "features_only incre out_indices=(1, 2)": dict(features_only=True, out_indices=(1, 2)),
+    "features_only '' out_indices=(3,)": dict(features_only=True, feature_location='', out_indices=(3,)),
+    "features_only incre out_indices=(0, 4)": dict(features_only=True, out_indices=(0, 4)),
+    "features_only '' out_indices=(0,)": dict(features_only=True, feature_location='', out_indices=(0,)),
+})
+CONTROL = 'control: a parameter forward never uses'
+_TIMEOUT_S = 600
+
+
+def _train(kwargs: Dict, rank: int, control: bool = False) -> Dict:
+    torch.manual_seed(0)  # the same initial weights on both ranks, as DDP's broadcast would make them
+    model = timm.create_model('hrnet_w18_small', **kwargs)
+    if control:
+        model.unused = torch.nn.Linear(1, 1)
+    ddp = DistributedDataParallel(model, find_unused_parameters=False)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=0.01)
+    result = dict(steps=0, unused=[], grads_agree=True)
+    for step in range(2):
+        x = torch.randn(2, 3, 64 + 8 * step, 72, generator=torch.Generator().manual_seed(10 * rank + step))
+        optimizer.zero_grad()
+        sum(o.float().mean() for o in listed(ddp(x))).backward()
+        result['unused'] = [n for n, p in model.named_parameters() if p.grad is None]
+        flat = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, flat)
+        result['grads_agree'] &= all(torch.equal(g, gathered[0]) for g in gathered)
+        optimizer.step()
+        result['steps'] = step + 1
+    return result
+
+
+def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world_size)
+    results = {}
+    for name, kwargs in list(CASES.items()) + [(CONTROL, {})]:
+        try:
+            results[name] = _train(kwargs, rank, control=name == CONTROL)
+        except RuntimeError as e:  # raised on both ranks alike, in a local check before any collective
+            results[name] = dict(error=str(e).splitlines()[0])
+    with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
+        json.dump(results, f)
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope='module')
+def ddp_results(tmp_path_factory) -> Dict[str, Dict]:
+    out = tmp_path_factory.mktemp('ddp')
+    context = mp.start_processes(
+        _worker, args=(2, str(out / 'init'), str(out)), nprocs=2, join=False, start_method='spawn')
+    deadline = time.monotonic() + _TIMEOUT_S
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in context.processes:
+                p.kill()
+            pytest.fail(f'DDP workers did not finish in {_TIMEOUT_S} s')
+    ranks = [json.loads((out / f'rank{r}.json').read_text()) for r in range(2)]
+    assert ranks[0].keys() == ranks[1].keys()
+    return {name: [r[name] for r in ranks] for name in ranks[0]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('case', list(CASES))
+def test_ddp_every_parameter_used(case, ddp_results):
+    for rank in ddp_results[case]:
+        assert rank == dict(steps=2, unused=[], grads_agree=True)
+
+
+@pytest.mark.slow
+def test_ddp_control_unused_parameter_fails(ddp_results):
+    for rank in ddp_results[CONTROL]:
+        assert 'error' in rank and 'finished reduction in the prior iteration' in rank['error']
