@@ -5,8 +5,13 @@ of the weights).
 This is the package's, not part of the fix proposed upstream: the model module imports it in place of timm's
 builder function, and `timm-hrnet-patch upstream-diff` swaps that import back.
 """
+import os
+import pickle
+import zipfile
 from contextlib import contextmanager
 from typing import Iterator
+
+import safetensors
 
 import torch
 import torch.nn as nn
@@ -28,6 +33,13 @@ def build_model_with_cfg(model_cls: type, variant: str, pretrained: bool = False
     """
     if not pretrained:
         return _builder.build_model_with_cfg(model_cls, variant, False, **kwargs)
+    pretrained_cfg = _builder.resolve_pretrained_cfg(
+        variant,
+        pretrained_cfg=kwargs.get('pretrained_cfg'),
+        pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'),
+    )
+    if pretrained_cfg.file:
+        check_weights_file(str(pretrained_cfg.file), variant)
     if kwargs.get('features_only') or kwargs.get('device') is not None:
         with weights_only_unpickling(variant):
             return _builder.build_model_with_cfg(model_cls, variant, True, **kwargs)
@@ -52,6 +64,34 @@ def build_model_with_cfg(model_cls: type, variant: str, pretrained: bool = False
             if init_module is not None:
                 init_module(m)
     return model
+
+
+def check_weights_file(path: str, variant: str) -> None:
+    """ Raise a clear error, before timm reads it, for a weights file that cannot be a checkpoint: a path that does
+    not exist, a directory, an empty file, a .safetensors file whose header does not parse or whose data is cut
+    short, any other file that is neither a torch.save zip archive nor a pickle."""
+    what = f'Pretrained weights file for {variant} ({path!r})'
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'{what} does not exist.')
+    if os.path.isdir(path):
+        raise IsADirectoryError(f'{what} is a directory: give the checkpoint file in it.')
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(f'{what} is empty (0 bytes): an interrupted download or copy?')
+    if path.endswith('.safetensors'):
+        try:
+            with safetensors.safe_open(path, 'pt') as f:
+                for key in f.keys():
+                    f.get_slice(key)  # the header's offsets are checked against the file size
+        except Exception as e:  # safetensors raises its own SafetensorError, not exported on every version
+            raise ValueError(f'{what} is not a readable safetensors file (truncated or corrupt?): {e}') from e
+        return
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    if not (zipfile.is_zipfile(path) or head[:1] == pickle.PROTO):
+        raise ValueError(
+            f'{what} is neither a torch checkpoint (torch.save zip archive or pickle) nor a .safetensors file, '
+            f'it starts with {head!r}.')
 
 
 @contextmanager
