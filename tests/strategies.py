@@ -4,6 +4,7 @@ Profiles, selected with the HYPOTHESIS_PROFILE environment variable:
 - 'ci' (default): derandomized, no deadline, few examples. Every run draws the same examples, so rerunning a
   failing test id reproduces it, on one process or under xdist.
 - 'dev': random examples, more of them, and the example database, to explore.
+- 'fuzz': random examples, 500 of them (tests/test_fuzz.py's count; 24 under 'ci').
 A failure prints the falsifying example and a @reproduce_failure blob.
 """
 import os
@@ -22,7 +23,10 @@ settings.register_profile(  # no shrinking: each example builds models, a failur
     'ci', derandomize=True, deadline=None, max_examples=3, database=None, print_blob=True,
     phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=_SLOW_OK)
 settings.register_profile('dev', deadline=None, max_examples=25, print_blob=True, suppress_health_check=_SLOW_OK)
+settings.register_profile(  # the long checkpoint fuzz: HYPOTHESIS_PROFILE=fuzz pytest tests/test_fuzz.py
+    'fuzz', deadline=None, max_examples=500, database=None, print_blob=True, suppress_health_check=_SLOW_OK)
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
+FUZZ_EXAMPLES = max(24, settings().max_examples)  # fuzzed checkpoints per run: a few dozen in CI
 
 _F = TypeVar('_F', bound=Callable)
 
@@ -109,3 +113,70 @@ def builds(draw) -> Tuple[str, Dict]:
     """ (variant, create_model kwargs) of one build, stem_width included."""
     stem = draw(st.sampled_from([{}, dict(stem_width=32)]))
     return draw(st.sampled_from(timm.list_models('hrnet*'))), dict(draw(construction_kwargs()), **stem)
+
+
+class Perturbation(NamedTuple):
+    """ A change to a checkpoint: keys dropped, renamed, reshaped, cast and added; then the state dict wrapped in a
+    container (with training state beside it) and its keys prefixed, as training scripts save them."""
+    drop: Tuple[str, ...]
+    rename: Tuple[Tuple[str, str], ...]
+    reshape: Tuple[str, ...]
+    cast: Tuple[Tuple[str, torch.dtype], ...]
+    junk: Tuple[str, ...]
+    prefix: str
+    container: Optional[str]
+
+    def apply(self, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict]:
+        """ (the changed state dict, what is saved: it wrapped and prefixed)."""
+        sd = {k: v for k, v in state_dict.items() if k not in self.drop}
+        for old, new in self.rename:
+            if old in sd:
+                sd[new] = sd.pop(old)
+        for k in self.reshape:
+            if k in sd:
+                sd[k] = sd[k].flatten()[:max(1, sd[k].numel() - 1)].clone()
+        for k, dtype in self.cast:
+            if k in sd:
+                sd[k] = sd[k].to(dtype)
+        sd.update({k: torch.zeros(2) for k in self.junk})
+        saved = {self.prefix + k: v for k, v in sd.items()}
+        if self.container:
+            saved = {self.container: saved, 'epoch': 7, 'optimizer': {'lr': 0.1}, 'arch': 'hrnet'}
+        return sd, saved
+
+
+_LOSSLESS_DTYPES = (torch.float16, torch.bfloat16, torch.float64)
+_FUZZ_DTYPES = _LOSSLESS_DTYPES + (torch.int64, torch.bool)
+
+
+@st.composite
+def perturbations(draw, keys) -> Perturbation:
+    """ A change to a checkpoint with the given keys. Half are wrappers and casts the loader takes (supported
+    containers and prefix, float dtypes), half anything: keys dropped, renamed, reshaped, added too."""
+    keys = sorted(keys)
+    if draw(st.booleans()):  # what must load
+        return Perturbation(
+            drop=(), rename=(), reshape=(), junk=(),
+            cast=tuple(draw(st.lists(st.tuples(st.sampled_from(keys), st.sampled_from(_LOSSLESS_DTYPES)),
+                                     max_size=3))),
+            prefix=draw(st.sampled_from(['', 'module.'])),
+            container=draw(st.sampled_from([None, 'state_dict', 'model'])),
+        )
+    some_keys = st.lists(st.sampled_from(keys), max_size=3, unique=True)
+    names = st.from_regex(r'\A[a-z_]{1,8}(\.[0-9a-z_]{1,6}){1,3}\Z')
+    renamed_to = st.sampled_from(keys) | names | st.sampled_from(keys).map(lambda k: k.replace('.', '_', 1))
+    return Perturbation(
+        drop=tuple(draw(some_keys)),
+        rename=tuple(draw(st.lists(st.tuples(st.sampled_from(keys), renamed_to), max_size=2))),
+        reshape=tuple(draw(some_keys)),
+        cast=tuple(draw(st.lists(st.tuples(st.sampled_from(keys), st.sampled_from(_FUZZ_DTYPES)), max_size=3))),
+        junk=tuple(draw(st.lists(names, max_size=2, unique=True))),
+        prefix=draw(st.sampled_from(['', 'module.', 'module.module.', 'backbone.', '_orig_mod.'])),
+        container=draw(st.sampled_from([None, 'state_dict', 'model', 'model_ema', 'ema_state_dict'])),
+    )
+
+
+# models a checkpoint loads into: every head, and features_only taking part of the outputs
+load_targets = st.sampled_from(
+    [dict(head=h) for h in HEADS]
+    + [dict(features_only=True, out_indices=(1, 2)), dict(features_only=True, feature_location='', out_indices=(0, 4))])
