@@ -36,6 +36,7 @@ HEAD_MODULES = ('incre_modules', 'downsamp_modules', 'final_layer', 'classifier'
 # Matrix axes. The w18 family is the quick loop, the bigger variants are marked slow: -m "not slow".
 VARIANT_PARAMS = [pytest.param(v, marks=() if v.startswith('hrnet_w18') else pytest.mark.slow) for v in VARIANTS]
 HEAD_PARAMS = [pytest.param(h, id=h or 'headless') for h in HEADS]
+LOCATION_PARAMS = [pytest.param(h, id=h or 'headless') for h in hrnet.FEATURE_LOCATIONS]
 PRETRAINED_PARAMS = [pytest.param(False, id='scratch'), pytest.param(True, id='pretrained')]
 _NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA: torch.cuda.is_available() is False')
 DEVICES = ['cpu', pytest.param('cuda', marks=[pytest.mark.cuda, _NO_CUDA])]
@@ -45,6 +46,19 @@ REDUCTIONS = [2, 4, 8, 16, 32]
 
 
 # ---- the head contract, written out independently of the model code ----
+
+# head: the head modules it builds, the final-stage branches (stride 4 * 2**b) whose maps it uses, whether they go
+# through the incre modules, and what forward returns: 'logits', 'maps' (a list), 'first' (branch 0's map, HRNetV1)
+# or 'concat' (the maps upsampled to stride 4 and concatenated, HRNetV2)
+CONTRACT = {
+    'classification': dict(modules=HEAD_MODULES, branches=(0, 1, 2, 3), incre=True, output='logits'),
+    'incre': dict(modules=HEAD_MODULES[:1], branches=(0, 1, 2, 3), incre=True, output='maps'),
+    '': dict(modules=(), branches=(0, 1, 2, 3), incre=False, output='maps'),
+    'high_res': dict(modules=(), branches=(0,), incre=False, output='first'),
+    'concat': dict(modules=(), branches=(0, 1, 2, 3), incre=False, output='concat'),
+}
+assert tuple(CONTRACT) == HEADS, 'every head of the module under test is in the contract, and nothing else'
+
 
 def branch_chs(variant: str) -> List[int]:
     """ Channels of the four stage4 branch maps, from the variant's arch cfg."""
@@ -58,28 +72,47 @@ def reduce(height: int, width: int, reduction: int) -> Tuple[int, int]:
     return height, width
 
 
-def map_shapes(variant: str, location: str, batch: int, height: int, width: int) -> List[Tuple[int, ...]]:
-    """ The five feature_info maps (stem, then strides 4-32): incre channels for 'classification' and 'incre'."""
-    chs = [64] + (branch_chs(variant) if location == '' else INCRE_CHS)
-    return [(batch, c, *reduce(height, width, r)) for c, r in zip(chs, REDUCTIONS)]
+def reductions(head: str, output_stride: int = 32) -> List[int]:
+    """ feature_info reductions: the stem's, then the head's branch maps', none below the output stride."""
+    return [REDUCTIONS[0]] + [min(REDUCTIONS[b + 1], output_stride) for b in CONTRACT[head]['branches']]
+
+
+def map_shapes(variant: str, head: str, batch: int, height: int, width: int,
+               output_stride: int = 32) -> List[Tuple[int, ...]]:
+    """ The feature_info maps: the stem, then the head's branch maps (incre channels where it has incre modules).
+    features_only's feature_location 'incre' / '' give the maps of those heads."""
+    contract = CONTRACT[head]
+    chs = [64] + [(INCRE_CHS if contract['incre'] else branch_chs(variant))[b] for b in contract['branches']]
+    return [(batch, c, *reduce(height, width, r)) for c, r in zip(chs, reductions(head, output_stride))]
 
 
 def output_shapes(variant: str, head: str, batch: int, height: int, width: int,
-                  num_classes: int = 1000, global_pool: str = 'avg') -> List[Tuple[int, ...]]:
-    """ forward()'s output shapes: one tensor for 'classification', the four stride 4-32 maps otherwise."""
-    if head != 'classification':
-        return map_shapes(variant, head, batch, height, width)[1:]
+                  num_classes: int = 1000, global_pool: str = 'avg', output_stride: int = 32) -> List[Tuple[int, ...]]:
+    """ forward()'s output shapes: one tensor for 'classification', 'high_res' and 'concat', a list of maps for
+    'incre' and ''."""
+    output = CONTRACT[head]['output']
+    maps = map_shapes(variant, head, batch, height, width, output_stride)[1:]
+    if output == 'maps':
+        return maps
+    if output == 'first':
+        return maps[:1]
+    if output == 'concat':
+        return [(batch, sum(m[1] for m in maps), *maps[0][2:])]
     if num_classes:
         return [(batch, num_classes)]
-    return [(batch, 2048)] if global_pool else [(batch, 2048, *reduce(height, width, 32))]
+    return [(batch, 2048)] if global_pool else [(batch, 2048, *reduce(height, width, output_stride))]
 
 
 # ---- checkpoints and models ----
 
 def expected_state(variant: str, head: str) -> Dict[str, torch.Tensor]:
-    """ The checkpoint entries a model with this head (or feature_location) holds."""
-    absent = {'classification': (), 'incre': HEAD_MODULES[1:], '': HEAD_MODULES}[head]
-    return {k: v for k, v in checkpoint(variant).items() if k.split('.', 1)[0] not in absent}
+    """ The checkpoint entries a model with this head (or feature_location) holds: without the head modules it
+    does not build, nor the last stage4 module's fuse layers of the branches it does not use."""
+    contract = CONTRACT[head]
+    last = hrnet.cfg_cls[variant.replace('_ssld', '')]['stage4']['num_modules'] - 1
+    absent = tuple(f'{m}.' for m in HEAD_MODULES if m not in contract['modules']) + tuple(
+        f'stage4.{last}.fuse_layers.{b}.' for b in range(4) if b not in contract['branches'])
+    return {k: v for k, v in checkpoint(variant).items() if not k.startswith(absent)}
 
 
 @functools.lru_cache(maxsize=None)

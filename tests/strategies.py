@@ -176,6 +176,10 @@ def perturbations(draw, keys) -> Perturbation:
     )
 
 
+# every kind of model: each head, and features_only at each feature_location
+model_kinds = st.sampled_from(
+    [dict(head=h) for h in HEADS] + [dict(features_only=True, feature_location=loc) for loc in hrnet.FEATURE_LOCATIONS])
+
 # models a checkpoint loads into: every head, and features_only taking part of the outputs
 load_targets = st.sampled_from(
     [dict(head=h) for h in HEADS]

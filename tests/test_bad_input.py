@@ -123,7 +123,7 @@ ARGS = {  # README row: (create_model kwargs, message of the ValueError)
     'negative num_classes': (dict(num_classes=-1), r'num_classes must be an int >= 0 .*got -1'),
     'out_indices out of range': (dict(features_only=True, out_indices=(1, 5)), r'out_indices must be distinct ints'),
     'out_indices repeated': (dict(features_only=True, out_indices=(1, -4)), r'got \(1, -4\)'),
-    'output_stride other than 32': (dict(output_stride=16), r'output_stride=32 only, got 16'),
+    'output_stride other than 8, 16, 32': (dict(output_stride=4), r'supports output_stride \(8, 16, 32\), got 4'),
 }
 
 

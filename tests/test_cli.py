@@ -15,10 +15,11 @@ import timm  # noqa: E402
 import timm_hrnet_patch  # noqa: E402
 from timm_hrnet_patch.cli import main  # noqa: E402
 
+from target import hrnet  # noqa: E402
 from conftest import HEADS, assert_loaded, checkpoint, expected_state, serve_from_hub, served_checkpoint  # noqa: E402
 
 VARIANT = 'hrnet_w18_small'
-KINDS = 5  # 3 heads + features_only at 2 locations
+KINDS = len(HEADS) + len(hrnet.FEATURE_LOCATIONS)  # every head, and features_only at each location
 
 
 def _check_in_subprocess(cache, *args):
@@ -76,8 +77,9 @@ def test_convert_msra_release(head, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert 'loads strictly' in printed and 'num_batches_tracked counters' in printed
     if head != 'classification':
-        assert 'keys of head modules this head does not build: ' in printed
-        assert ('final_layer (6)' in printed) and ('incre_modules (' in printed) == (head == '')
+        assert 'keys of modules this head does not build: ' in printed
+        assert ('final_layer (6)' in printed) and ('incre_modules (' in printed) == (head not in ('incre',))
+        assert ('stage4.0.fuse_layers.1 (' in printed) == (head == 'high_res')
     model = timm.create_model(VARIANT, pretrained=True, head=head, pretrained_cfg_overlay=dict(file=str(dst)))
     expected = {k: v if not k.endswith('num_batches_tracked') else torch.tensor(0)
                 for k, v in expected_state(VARIANT, head).items()}

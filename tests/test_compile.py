@@ -4,10 +4,12 @@ Slow: each compiles hrnet_w18_small (the same code as every variant) with induct
 import pytest
 import torch
 
+from target import hrnet
 from conftest import DEVICES, HEADS, assert_same, create, listed
 
 KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in HEADS] + [
-    pytest.param(dict(features_only=True, feature_location=h), id=f'features_only={h!r}') for h in ('incre', '')]
+    pytest.param(dict(features_only=True, feature_location=h), id=f'features_only={h!r}')
+    for h in hrnet.FEATURE_LOCATIONS]
 
 
 @pytest.mark.slow

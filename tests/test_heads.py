@@ -12,8 +12,8 @@ from timm.models import adapt_input_conv
 import strategies
 from target import hrnet
 from conftest import (
-    DEVICES, HEADS, INCRE_CHS, PRETRAINED_PARAMS, VARIANT_PARAMS, branch_chs, checkpoint, create, expected_state,
-    listed, output_shapes)
+    CONTRACT, DEVICES, HEADS, INCRE_CHS, PRETRAINED_PARAMS, VARIANT_PARAMS, assert_same, branch_chs, checkpoint,
+    create, expected_state, listed, output_shapes)
 
 
 @pytest.mark.parametrize('device', DEVICES)
@@ -78,8 +78,8 @@ def test_unknown_kwarg_raises():
 
 
 def test_output_stride_error():
-    with pytest.raises(ValueError, match='output_stride=32 only'):
-        timm.create_model('hrnet_w18_small', output_stride=16)
+    with pytest.raises(ValueError, match=r'supports output_stride \(8, 16, 32\), got 64'):
+        timm.create_model('hrnet_w18_small', output_stride=64)
 
 
 @given(calls=st.lists(strategies.builds(), min_size=1, max_size=4))
@@ -109,21 +109,24 @@ def test_features_only_out_indices(feature_location):
 def test_forward_intermediates(head):
     model = timm.create_model('hrnet_w18_small', head=head).eval()
     x = torch.randn(1, 3, 64, 64)
+    last = len(CONTRACT[head]['branches'])
     with torch.no_grad():
         final, intermediates = model.forward_intermediates(x)
         feats = model.forward_features(x)
-        only = model.forward_intermediates(x, indices=[0, 4], intermediates_only=True)
+        only = model.forward_intermediates(x, indices=[0, last], intermediates_only=True)
     assert [t.shape[1] for t in intermediates] == [f['num_chs'] for f in model.feature_info]
-    if head == 'classification':
-        torch.testing.assert_close(final, feats, rtol=0, atol=0)
-    else:
-        assert all(torch.equal(a, b) for a, b in zip(final, feats))
-        assert all(torch.equal(a, b) for a, b in zip(intermediates[1:], feats))
-    assert torch.equal(only[0], intermediates[0]) and torch.equal(only[1], intermediates[4])
+    assert_same(listed(final), listed(feats))
+    if CONTRACT[head]['output'] == 'maps':
+        assert_same(intermediates[1:], feats)
+    assert_same(only, [intermediates[0], intermediates[last]])
 
 
-@pytest.mark.parametrize('head', HEADS)
-@pytest.mark.parametrize('index', [0, 2, 4])
+# (head, tap index): every head, at the stem, at a middle tap and at its last tap
+PRUNE_CASES = sorted({(h, i) for h in HEADS for i in (0, len(CONTRACT[h]['branches']) // 2 + 1,
+                                                        len(CONTRACT[h]['branches']))})
+
+
+@pytest.mark.parametrize('head,index', PRUNE_CASES)
 def test_prune_intermediate_layers(head, index):
     """ Pruning keeps what the taken output needs: its tap is unchanged, the model becomes a feature-map head
     (forward_features gives the taken map, in a list, or the stem map) and every parameter left trains."""
@@ -135,15 +138,16 @@ def test_prune_intermediate_layers(head, index):
         final, intermediates = model.forward_intermediates(x, indices=[index])
         feats = model.forward_features(x)
     assert torch.equal(intermediates[0], expected)
-    assert model.head == ('' if head == '' else 'incre') and model.final_layer is None and model.num_classes == 0
-    assert model.num_features == expected.shape[1]
+    assert model.head == ('incre' if CONTRACT[head]['incre'] else '')
+    assert model.final_layer is None and model.num_classes == 0 and model.num_features == expected.shape[1]
     if index == 0:
         assert torch.equal(final, feats) and torch.equal(model(x), feats) and torch.equal(feats, expected)
     else:
         assert len(feats) == len(final) == 1 and torch.equal(feats[0], expected) and torch.equal(final[0], expected)
-    other = 1 if index != 1 else 2
-    with pytest.raises(ValueError, match=rf'indices \[{other}\] are not computed by this model'):
-        model.forward_intermediates(x, indices=[other])
+    other = 1 if index != 1 else 0
+    if other:
+        with pytest.raises(ValueError, match=rf'indices \[{other}\] are not computed by this model'):
+            model.forward_intermediates(x, indices=[other])
     out = model.train()(x)
     sum(o.sum() for o in listed(out)).backward()
     assert not [n for n, p in model.named_parameters() if p.grad is None]
@@ -160,10 +164,10 @@ def test_reset_classifier():
     assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 2048, 2, 2)
     with pytest.raises(ValueError, match=r"global_pool='' .* classifier \(num_classes=3\) needs pooled features"):
         model(x)
-    for head in ('incre', ''):
+    for head in HEADS[1:]:
         model = timm.create_model('hrnet_w18_small', head=head)
         model.reset_classifier(0)
-        assert isinstance(model(x), list)
+        assert [tuple(o.shape) for o in listed(model(x))] == output_shapes('hrnet_w18_small', head, 2, 64, 64)
         with pytest.raises(ValueError, match=f"head={head!r} outputs feature maps and has no classifier"):
             model.reset_classifier(10)
 

@@ -14,10 +14,9 @@ from hypothesis import given
 
 import strategies
 from conftest import (
-    DEVICES, HEAD_MODULES, HEAD_PARAMS, PRETRAINED_PARAMS, REDUCTIONS, VARIANT_PARAMS,
-    assert_loaded, assert_same, create, expected_state, listed, map_shapes, output_shapes)
+    CONTRACT, DEVICES, HEAD_MODULES, HEAD_PARAMS, LOCATION_PARAMS, PRETRAINED_PARAMS, REDUCTIONS, VARIANT_PARAMS,
+    assert_loaded, assert_same, create, expected_state, listed, map_shapes, output_shapes, reductions)
 
-BUILT = {'classification': HEAD_MODULES, 'incre': HEAD_MODULES[:1], '': ()}
 # CPU-vs-CUDA tolerance on the relative error norm |cuda - cpu| / |cpu|, per compute dtype: float32 allows for TF32
 # convolutions. Measured on CPU autocast with the synthetic checkpoints: bfloat16 <= 0.11, float16 <= 0.023.
 RTOL = {torch.float32: 0.03, torch.bfloat16: 0.25, torch.float16: 0.06}
@@ -49,12 +48,13 @@ def _on(model: torch.nn.Module, device: str) -> torch.nn.Module:
 @pytest.mark.parametrize('variant', VARIANT_PARAMS)
 def test_model(variant, head, pretrained, device, no_key_warnings):
     cpu_model = create(variant, pretrained, head=head)
-    assert {k.split('.', 1)[0] for k in cpu_model.state_dict()} & set(HEAD_MODULES) == set(BUILT[head])
+    contract = CONTRACT[head]
+    assert {k.split('.', 1)[0] for k in cpu_model.state_dict()} & set(HEAD_MODULES) == set(contract['modules'])
     if pretrained:
         assert_loaded(cpu_model, expected_state(variant, head))
     model = _on(cpu_model, device)
     channels = [f['num_chs'] for f in model.feature_info]
-    assert [f['reduction'] for f in model.feature_info] == REDUCTIONS
+    assert [f['reduction'] for f in model.feature_info] == reductions(head)
 
     @strategies.for_case(variant, head, pretrained, device)
     @given(spec=strategies.inputs(), dtype=strategies.dtypes(device))
@@ -64,15 +64,16 @@ def test_model(variant, head, pretrained, device, no_key_warnings):
         assert [tuple(o.shape) for o in out] == output_shapes(variant, head, spec.batch, spec.height, spec.width)
         feats = _run(model.forward_features, x, dtype, device)
         assert_same(listed(_run(model.forward_head, feats, dtype, device)), out)
-        if head == 'classification':  # the feature_info maps are internal: take them all
-            maps = _run(lambda t: model.forward_intermediates(t, intermediates_only=True), x, dtype, device)
-        else:  # the maps are the outputs (and the features), only the stem map is extra
-            assert_same(feats, out)
-            stem = _run(lambda t: model.forward_intermediates(t, [0], stop_early=True, intermediates_only=True),
-                        x, dtype, device)
-            maps = stem + out
+        maps = _run(lambda t: model.forward_intermediates(t, intermediates_only=True), x, dtype, device)
         expected_maps = map_shapes(variant, head, spec.batch, spec.height, spec.width)
         assert [tuple(m.shape) for m in maps] == expected_maps and [s[1] for s in expected_maps] == channels
+        if contract['output'] == 'maps':  # the maps are the outputs (and the features)
+            assert_same(listed(feats), out)
+            assert_same(maps[1:], out)
+        elif contract['output'] == 'first':
+            assert_same(maps[1:], out)
+        elif contract['output'] == 'concat':  # the stride 4 map comes first, as it is
+            assert_same([out[0][:, :channels[1]]], maps[1:2])
         if device != 'cpu':
             _assert_matches_cpu(out, listed(_run(cpu_model, x.cpu(), torch.float32)), dtype, pretrained)
 
@@ -81,7 +82,7 @@ def test_model(variant, head, pretrained, device, no_key_warnings):
 
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('pretrained', PRETRAINED_PARAMS)
-@pytest.mark.parametrize('feature_location', HEAD_PARAMS[1:])
+@pytest.mark.parametrize('feature_location', LOCATION_PARAMS)
 @pytest.mark.parametrize('variant', VARIANT_PARAMS)
 def test_features_only(variant, feature_location, pretrained, device, no_key_warnings):
     cpu_model = create(variant, pretrained, features_only=True, feature_location=feature_location)
@@ -100,5 +101,35 @@ def test_features_only(variant, feature_location, pretrained, device, no_key_war
         assert model.feature_info.channels() == [s[1] for s in expected]
         if device != 'cpu':
             _assert_matches_cpu(out, _run(cpu_model, x.cpu(), torch.float32), dtype, pretrained)
+
+    check()
+
+
+@pytest.mark.parametrize('output_stride', [16, 8])
+@pytest.mark.parametrize('variant', VARIANT_PARAMS)
+def test_output_stride(variant, output_stride, no_key_warnings):
+    """ output_stride 16 and 8, for every head and features_only: the stride 2 convolutions below it run at stride 1
+    and the later ones dilate, so the parameters are unchanged (the checkpoint loads strictly), feature_info reports
+    the real strides and any input size works."""
+    models = {}
+
+    @strategies.for_case(variant, output_stride)
+    @given(kind=strategies.model_kinds, spec=strategies.inputs(high=96))
+    def check(kind, spec):
+        head = kind.get('head', kind.get('feature_location'))
+        key = tuple(sorted(kind.items()))
+        if key not in models:
+            models[key] = create(variant, True, output_stride=output_stride, **kind)
+            assert_loaded(models[key], expected_state(variant, head))
+        model = models[key]
+        with torch.inference_mode():
+            out = listed(model(spec.make()))
+        shape = (variant, head, spec.batch, spec.height, spec.width)
+        if kind.get('features_only'):
+            assert model.feature_info.reduction() == reductions(head, output_stride)
+            assert [tuple(o.shape) for o in out] == map_shapes(*shape, output_stride=output_stride)
+        else:
+            assert [f['reduction'] for f in model.feature_info] == reductions(head, output_stride)
+            assert [tuple(o.shape) for o in out] == output_shapes(*shape, output_stride=output_stride)
 
     check()

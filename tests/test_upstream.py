@@ -3,6 +3,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 
 from target import skip_unless_package
@@ -12,6 +13,7 @@ import timm  # noqa: E402
 import strategies  # noqa: E402
 from conftest import DEVICES, HEADS, VARIANT_PARAMS, assert_same, checkpoint, listed, upstream_model  # noqa: E402
 from ops import dispatched_ops, first_difference  # noqa: E402
+from synthetic import upstream  # noqa: E402  (timm's own module: the registry holds ours)
 from timm_hrnet_patch import checkpoint_filter_fn  # noqa: E402
 
 
@@ -41,6 +43,10 @@ def test_outputs_equal_upstream(variant, device):
                 'classification': [theirs(x)],
                 'incre': [incre(b) for b, incre in zip(branches, theirs.incre_modules)],
                 '': branches,
+                'high_res': branches[:1],  # HRNetV1: the stride 4 map of the same fused final stage
+                'concat': [torch.cat([branches[0]] + [  # HRNetV2, as mmseg's resize_concat builds it
+                    F.interpolate(b, size=branches[0].shape[-2:], mode='bilinear', align_corners=False)
+                    for b in branches[1:]], dim=1)],
             }
             for head, model in ours.items():
                 out = model(x)
@@ -49,11 +55,13 @@ def test_outputs_equal_upstream(variant, device):
     check()
 
 
+@pytest.mark.parametrize('head', ['classification', ''])
 @pytest.mark.parametrize('variant', VARIANT_PARAMS)
-def test_forward_dispatches_upstream_ops(variant):
-    """ No forward regression by construction: the classification forward runs upstream's aten ops on the same shapes
-    in the same order, so only Python overhead could differ. (The benchmark measures the rest.)"""
+def test_forward_dispatches_upstream_ops(variant, head):
+    """ No forward regression by construction: the classification and headless forwards run upstream's aten ops on the
+    same shapes in the same order, so only Python overhead could differ. (The benchmark measures the rest.) Upstream's
+    'incre' is the bug fixed here: it skips its incre modules, so it runs fewer ops."""
     x = torch.randn(2, 3, 64, 96)
-    ours = dispatched_ops(_ours(variant, 'classification', 'cpu'), x)
-    theirs = dispatched_ops(upstream_model(variant), x)
+    ours = dispatched_ops(_ours(variant, head, 'cpu'), x)
+    theirs = dispatched_ops(upstream_model(variant) if head else getattr(upstream, variant)(head='').eval(), x)
     assert ours == theirs, first_difference(ours, theirs)

@@ -7,11 +7,12 @@ hook (`_timm_hrnet_patch_hook`) imports it with timm, so scripts need no change;
 import timm.models
 
 from . import hrnet
-from .hrnet import HEADS, HighResolutionNet, HighResolutionNetFeatures, checkpoint_filter_fn
+from .hrnet import FEATURE_LOCATIONS, HEAD_SPECS, HEADS, HighResolutionNet, HighResolutionNetFeatures, checkpoint_filter_fn
 
 __version__ = '0.1.0'
 __all__ = [
-    'HEADS', 'HighResolutionNet', 'HighResolutionNetFeatures', 'checkpoint_filter_fn', 'is_active', '__version__']
+    'FEATURE_LOCATIONS', 'HEAD_SPECS', 'HEADS', 'HighResolutionNet', 'HighResolutionNetFeatures', 'checkpoint_filter_fn',
+    'is_active', '__version__']
 
 
 def is_active() -> bool:

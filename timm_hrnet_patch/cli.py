@@ -1,6 +1,6 @@
 """ `timm-hrnet-patch` (or `python -m timm_hrnet_patch`): check the patched HRNet here, convert checkpoints.
 
-    timm-hrnet-patch [check] [--variants hrnet_w18,...] [--heads classification,incre,] [--device auto|cpu|cuda]
+    timm-hrnet-patch [check] [--variants hrnet_w18,...] [--heads classification,incre,,high_res,concat] \
                      [--size 224] [--json FILE]
     timm-hrnet-patch convert SRC DST --variant NAME [--head H]
     timm-hrnet-patch upstream-diff [--timm-src DIR | --timm-version 1.0.31] [-o FILE]
@@ -22,9 +22,8 @@ import timm.models.hrnet as upstream
 from tqdm import tqdm
 
 import _timm_hrnet_patch_hook as hook
-from . import HEADS, __version__, checkpoint_filter_fn, is_active, upstream as pr
+from . import FEATURE_LOCATIONS, HEAD_SPECS, HEADS, __version__, checkpoint_filter_fn, is_active, upstream as pr
 
-FEATURE_LOCATIONS = ('incre', '')
 
 
 # ---- check ----
@@ -59,13 +58,20 @@ def _cases(variants: List[str], heads: List[str], pretrained: List[bool], device
 
 
 def _expected_shapes(model: torch.nn.Module, kwargs: Dict, size: int) -> List[Tuple[int, ...]]:
-    """ The head contract: logits for 'classification', else one map per feature_info entry at its stride."""
-    if kwargs.get('head') == 'classification':
+    """ The head contract: logits for 'classification'; for the others the feature_info maps past the stem, one per
+    entry at its stride ('incre', '', features_only), the first ('high_res'), or all concatenated at stride 4."""
+    if 'head' in kwargs and HEAD_SPECS[kwargs['head']].output == 'final':
         return [(1, model.num_classes)]
     info = model.feature_info
     info = [dict(num_chs=c, reduction=r) for c, r in zip(info.channels(), info.reduction())] \
         if hasattr(info, 'channels') else info[1:]
-    return [(1, f['num_chs'], math.ceil(size / f['reduction']), math.ceil(size / f['reduction'])) for f in info]
+    shapes = [(1, f['num_chs'], math.ceil(size / f['reduction']), math.ceil(size / f['reduction'])) for f in info]
+    output = HEAD_SPECS[kwargs['head']].output if 'head' in kwargs else 'maps'
+    if output == 'first':
+        return shapes[:1]
+    if output == 'concat':
+        return [(1, sum(s[1] for s in shapes), *shapes[0][2:])]
+    return shapes
 
 
 def _run_case(case: Dict, weights: Optional[Tuple[str, str]], size: int) -> Dict:
@@ -181,7 +187,7 @@ def convert(args: argparse.Namespace) -> int:
     except RuntimeError as e:
         raise SystemExit(f'error: {args.src} does not fit {args.variant} (head={args.head!r}): {e}')
 
-    dropped = _explain_dropped(raw, tensors)
+    dropped = _explain_dropped(raw, tensors, model.unbuilt_prefixes())
     safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, args.dst)
     print(f'wrote {args.dst}: {len(tensors)} tensors for {args.variant} (head={args.head!r}), loads strictly')
     if added:
@@ -191,8 +197,8 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain_dropped(raw: Dict, kept: Dict) -> Dict[str, List[str]]:
-    """ What the conversion left out of the source, grouped by why."""
+def _explain_dropped(raw: Dict, kept: Dict, unbuilt: Tuple[str, ...]) -> Dict[str, List[str]]:
+    """ What the conversion left out of the source, grouped by why (`unbuilt`: the model's unbuilt_prefixes())."""
     reasons: Dict[str, List[str]] = {}
     inner = raw
     for container in ('state_dict', 'model'):
@@ -206,9 +212,10 @@ def _explain_dropped(raw: Dict, kept: Dict) -> Dict[str, List[str]]:
     for key in inner:
         name = key[len('module.'):] if key.startswith('module.') else key
         if name not in kept:
-            head_keys[name.split('.', 1)[0]] = head_keys.get(name.split('.', 1)[0], 0) + 1
+            prefix = next(p for p in unbuilt if name.startswith(p)).rstrip('.')
+            head_keys[prefix] = head_keys.get(prefix, 0) + 1
     if head_keys:
-        reasons['keys of head modules this head does not build'] = [f'{m} ({n})' for m, n in sorted(head_keys.items())]
+        reasons['keys of modules this head does not build'] = [f'{m} ({n})' for m, n in sorted(head_keys.items())]
     if any(k.startswith('module.') for k in inner):
         reasons["'module.' prefixes (DataParallel / DDP), stripped"] = ['module.*']
     return reasons
@@ -242,7 +249,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = parser.add_subparsers(dest='command')
     p = sub.add_parser('check', help='build, load and run every variant x head x pretrained x features_only x device')
     p.add_argument('--variants', help='comma-separated names or wildcards (default: all hrnet*)')
-    p.add_argument('--heads', help="comma-separated heads, '' for headless (default: classification,incre,)")
+    p.add_argument('--heads', help="comma-separated heads, '' for headless (default: all of them)")
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='auto: cpu, and cuda if present')
     p.add_argument('--size', type=int, default=224, help='input height and width (default 224)')
     p.add_argument('--json', help='also write the results to this JSON file')

@@ -37,6 +37,21 @@ _logger = logging.getLogger(__name__)
 
 _TRUNK = ('conv2', 'bn2', 'act2', 'layer1', 'transition1', 'stage2', 'transition2', 'stage3', 'transition3', 'stage4')
 _INCRE_CHS = (128, 256, 512, 1024)  # incre module output channels per branch (Bottleneck, 4x expansion)
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def _branch_dilations(output_stride: int) -> Tuple[int, ...]:
+    """ Dilation of the convolutions of each branch (nominal strides 4, 8, 16, 32): the branches below the output
+    stride stay at it, and dilate to keep their receptive field, as timm's ResNet does."""
+    return tuple(max(1, 4 * 2 ** b // output_stride) for b in range(4))
+
+
+def _step(dilations: Sequence[int], src: int, dst: int) -> Dict[str, int]:
+    """ Conv2d kwargs of a 3x3 conv from branch src's resolution to branch dst's (src + 1, or src itself): stride 2
+    down to the next branch unless the output stride keeps that one at src's resolution, then stride 1; dilated as
+    src's convolutions (all 1, stride 2 at output_stride=32)."""
+    d = dilations[src]
+    return dict(stride=2 if dst > src and dilations[dst] == d else 1, padding=d, dilation=d)
 
 
 @dataclass(frozen=True)
@@ -49,19 +64,26 @@ class HeadSpec:
     incre: bool  # incre_modules: each branch map through a Bottleneck to _INCRE_CHS channels
     classifier: bool  # downsamp_modules + final_layer (one 2048-channel stride 32 map), then pooling + classifier
     branches: Tuple[int, ...]  # final-stage branch maps it uses, 0-3 at strides 4-32 (features_only may take fewer)
-    output: str  # forward_features: 'map' (the final_layer map), 'maps' (list, one per branch)
+    output: str  # forward_features: 'final' (final_layer's map), 'maps' (list), 'first' (branch 0's map), 'concat'
 
     def num_features(self, map_chs: List[int]) -> int:
         """ Channels of forward_features' output (the last map for 'maps'), from the channels of the maps built."""
-        return 2048 if self.classifier else map_chs[-1]
+        if self.classifier:
+            return 2048
+        return sum(map_chs) if self.output == 'concat' else map_chs[-1]
 
 
 HEAD_SPECS: Dict[str, HeadSpec] = {
-    'classification': HeadSpec(incre=True, classifier=True, branches=(0, 1, 2, 3), output='map'),
+    'classification': HeadSpec(incre=True, classifier=True, branches=(0, 1, 2, 3), output='final'),
     'incre': HeadSpec(incre=True, classifier=False, branches=(0, 1, 2, 3), output='maps'),
     '': HeadSpec(incre=False, classifier=False, branches=(0, 1, 2, 3), output='maps'),
+    # HRNetV1 (Wang et al., TPAMI 2020): the stride 4 branch only, as pose models use it
+    'high_res': HeadSpec(incre=False, classifier=False, branches=(0,), output='first'),
+    # HRNetV2 (same paper): the four branch maps upsampled to stride 4 (bilinear) and concatenated, 15C channels
+    'concat': HeadSpec(incre=False, classifier=False, branches=(0, 1, 2, 3), output='concat'),
 }
 HEADS = tuple(HEAD_SPECS)  # valid `head` values, None is an alias of ''
+FEATURE_LOCATIONS = ('incre', '')  # valid features_only `feature_location` values: the heads whose maps it returns
 
 
 cfg_cls = dict(
@@ -402,11 +424,13 @@ class HighResolutionModule(nn.Module):
             fuse_method: str,
             multi_scale_output: bool = True,
             outputs: Optional[Sequence[int]] = None,
+            dilations: Sequence[int] = (1, 1, 1, 1),
             device=None,
             dtype=None,
     ):
         """ outputs: the branches whose fused maps forward returns (default: all, or only 0 when not
-        multi_scale_output); only their fuse layers are built, the others' slots hold an nn.Identity. """
+        multi_scale_output); only their fuse layers are built, the others' slots hold an nn.Identity.
+        dilations: of each branch's convolutions (output_stride < 32, see _branch_dilations). """
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self._check_branches(
@@ -422,6 +446,7 @@ class HighResolutionModule(nn.Module):
         self.num_branches = num_branches
 
         self.multi_scale_output = multi_scale_output
+        self.dilations = tuple(dilations)
         if outputs is None:
             outputs = range(num_branches) if multi_scale_output else (0,)
         self.outputs = tuple(sorted(outputs))
@@ -464,10 +489,11 @@ class HighResolutionModule(nn.Module):
                 nn.BatchNorm2d(num_channels[branch_index] * block_type.expansion, momentum=_BN_MOMENTUM, **dd),
             )
 
-        layers = [block_type(self.num_in_chs[branch_index], num_channels[branch_index], stride, downsample, **dd)]
+        d = dict(dilation=self.dilations[branch_index], first_dilation=self.dilations[branch_index], **dd)
+        layers = [block_type(self.num_in_chs[branch_index], num_channels[branch_index], stride, downsample, **d)]
         self.num_in_chs[branch_index] = num_channels[branch_index] * block_type.expansion
         for i in range(1, num_blocks[branch_index]):
-            layers.append(block_type(self.num_in_chs[branch_index], num_channels[branch_index], **dd))
+            layers.append(block_type(self.num_in_chs[branch_index], num_channels[branch_index], **d))
 
         return nn.Sequential(*layers)
 
@@ -506,13 +532,15 @@ class HighResolutionModule(nn.Module):
                         if k == i - j - 1:
                             num_out_chs_conv3x3 = num_in_chs[i]
                             conv3x3s.append(nn.Sequential(
-                                nn.Conv2d(num_in_chs[j], num_out_chs_conv3x3, 3, 2, 1, bias=False, **dd),
+                                nn.Conv2d(num_in_chs[j], num_out_chs_conv3x3, 3, bias=False,
+                                          **_step(self.dilations, j + k, j + k + 1), **dd),
                                 nn.BatchNorm2d(num_out_chs_conv3x3, momentum=_BN_MOMENTUM, **dd)
                             ))
                         else:
                             num_out_chs_conv3x3 = num_in_chs[j]
                             conv3x3s.append(nn.Sequential(
-                                nn.Conv2d(num_in_chs[j], num_out_chs_conv3x3, 3, 2, 1, bias=False, **dd),
+                                nn.Conv2d(num_in_chs[j], num_out_chs_conv3x3, 3, bias=False,
+                                          **_step(self.dilations, j + k, j + k + 1), **dd),
                                 nn.BatchNorm2d(num_out_chs_conv3x3, momentum=_BN_MOMENTUM, **dd),
                                 nn.ReLU(False)
                             ))
@@ -555,16 +583,18 @@ class SequentialList(nn.Sequential):
         return x
 
 
-def _check_input(x: torch.Tensor, in_chans: int, training_trunk: bool) -> None:
-    """ Raise a ValueError for an input that is not (B, in_chans, H, W) or, when training the trunk, one whose
-    stride 32 maps hold a single value per channel (BatchNorm cannot normalise it)."""
+def _check_input(x: torch.Tensor, in_chans: int, train_stride: int) -> None:
+    """ Raise a ValueError for an input that is not (B, in_chans, H, W) or, when training a trunk whose deepest maps
+    are at `train_stride` (0: not training), one whose deepest maps hold a single value per channel (BatchNorm
+    cannot normalise it)."""
     if x.ndim != 4 or x.shape[1] != in_chans:
         raise ValueError(
             f'HRNet expects input of shape (B, {in_chans}, H, W) (in_chans={in_chans}), got {tuple(x.shape)}.')
-    if training_trunk and x.shape[0] * ((x.shape[2] + 31) // 32) * ((x.shape[3] + 31) // 32) == 1:
+    s = train_stride
+    if s and x.shape[0] * ((x.shape[2] + s - 1) // s) * ((x.shape[3] + s - 1) // s) == 1:
         raise ValueError(
-            f'HRNet in training needs more than one value per channel at stride 32 for BatchNorm, got input '
-            f'{tuple(x.shape)}: use a batch > 1 or an input larger than 32 x 32.')
+            f'HRNet in training needs more than one value per channel at stride {s} for BatchNorm, got input '
+            f'{tuple(x.shape)}: use a batch > 1 or an input larger than {s} x {s}.')
 
 
 torch.fx.wrap('_check_input')  # FX tracing records a call to it, checked when the traced graph runs
@@ -595,14 +625,15 @@ class HighResolutionNet(nn.Module):
         """
         Args:
             cfg: Architecture cfg (stem_width, stage1-4), never mutated; kwargs override its entries.
-            head: 'classification' (logits), 'incre' (list of 4 incre module maps) or '' (list of 4 branch maps),
+            head: 'classification' (logits), 'incre' (list of 4 incre module maps), '' (list of 4 branch maps),
+                'high_res' (the stride 4 map, HRNetV1) or 'concat' (the 4 maps concatenated at stride 4, HRNetV2),
                 see HEAD_SPECS. None is an alias of ''. num_classes, global_pool and drop_rate apply to
                 'classification' only.
             branch_outputs: the head's final-stage branches (0-3) to compute, default all the head uses. Only
                 what these outputs need is built (features_only out_indices), so every parameter gets a gradient.
 
         Raises:
-            ValueError: unknown head, invalid in_chans / num_classes / branch_outputs, output_stride other than 32.
+            ValueError: unknown head, invalid in_chans / num_classes / branch_outputs / output_stride (8, 16, 32).
             TypeError: kwargs that are not architecture cfg entries.
         """
         dd = {'device': device, 'dtype': dtype}
@@ -620,8 +651,10 @@ class HighResolutionNet(nn.Module):
             raise ValueError(
                 f'HRNet head={head!r} computes branch_outputs from {spec.branches}'
                 f'{" (all of them)" if spec.classifier else ""}, got {branch_outputs}.')
-        if output_stride != 32:
-            raise ValueError(f'HRNet supports output_stride=32 only, got {output_stride}.')  # FIXME support dilation
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f'HRNet supports output_stride {OUTPUT_STRIDES}, got {output_stride!r}.')
+        self.output_stride = output_stride
+        self.dilations = _branch_dilations(output_stride)
         self.num_classes = num_classes
         self.in_chans = in_chans
 
@@ -676,7 +709,8 @@ class HighResolutionNet(nn.Module):
         map_chs = list(_INCRE_CHS) if spec.incre else pre_stage_channels
         # module names aren't actually valid here, hook or FeatureNet based extraction would not work
         self.feature_info = [dict(num_chs=stem_width, reduction=2, module='stem')] + [
-            dict(num_chs=map_chs[b], reduction=4 * 2 ** b, module=f'stage{b + 1}') for b in spec.branches]
+            dict(num_chs=map_chs[b], reduction=4 * 2 ** b // self.dilations[b], module=f'stage{b + 1}')
+            for b in spec.branches]
         self.num_features = self.head_hidden_size = (
             spec.num_features([map_chs[b] for b in branch_outputs]) if branch_outputs else stem_width)
         self.incre_modules = self.downsamp_modules = self.final_layer = None  # built only for the heads using them
@@ -708,7 +742,8 @@ class HighResolutionNet(nn.Module):
         for i in range(max(branches) + 1 if branches else 0):
             if i in branches:
                 incre_modules.append(self._make_layer(
-                    Bottleneck, pre_stage_channels[i], _INCRE_CHS[i] // Bottleneck.expansion, 1, stride=1, **dd))
+                    Bottleneck, pre_stage_channels[i], _INCRE_CHS[i] // Bottleneck.expansion, 1, stride=1,
+                    dilation=self.dilations[i], **dd))
             else:
                 incre_modules.append(nn.Identity())
         return nn.ModuleList(incre_modules)
@@ -717,15 +752,14 @@ class HighResolutionNet(nn.Module):
         """ Downsampling modules summing the incre maps into the stride 32 one, and the final 1x1 conv to 2048."""
         dd = {'device': device, 'dtype': dtype}
         downsamp_modules = []
-        for in_channels, out_channels in zip(_INCRE_CHS[:-1], _INCRE_CHS[1:]):
+        for i, (in_channels, out_channels) in enumerate(zip(_INCRE_CHS[:-1], _INCRE_CHS[1:])):
             downsamp_module = nn.Sequential(
                 nn.Conv2d(
                     in_channels=in_channels,
                     out_channels=out_channels,
                     kernel_size=3,
-                    stride=2,
-                    padding=1,
                     bias=conv_bias,
+                    **_step(self.dilations, i, i + 1),
                     **dd,
                 ),
                 nn.BatchNorm2d(out_channels, momentum=_BN_MOMENTUM, **dd),
@@ -759,7 +793,8 @@ class HighResolutionNet(nn.Module):
             if i < num_branches_pre:
                 if num_channels_cur_layer[i] != num_channels_pre_layer[i]:
                     transition_layers.append(nn.Sequential(
-                        nn.Conv2d(num_channels_pre_layer[i], num_channels_cur_layer[i], 3, 1, 1, bias=False, **dd),
+                        nn.Conv2d(num_channels_pre_layer[i], num_channels_cur_layer[i], 3, bias=False,
+                                  **_step(self.dilations, i, i), **dd),
                         nn.BatchNorm2d(num_channels_cur_layer[i], momentum=_BN_MOMENTUM, **dd),
                         nn.ReLU(inplace=True)))
                 else:
@@ -769,15 +804,16 @@ class HighResolutionNet(nn.Module):
                 for j in range(i + 1 - num_branches_pre):
                     _in_chs = num_channels_pre_layer[-1]
                     _out_chs = num_channels_cur_layer[i] if j == i - num_branches_pre else _in_chs
+                    src = num_branches_pre - 1 + j
                     conv3x3s.append(nn.Sequential(
-                        nn.Conv2d(_in_chs, _out_chs, 3, 2, 1, bias=False, **dd),
+                        nn.Conv2d(_in_chs, _out_chs, 3, bias=False, **_step(self.dilations, src, src + 1), **dd),
                         nn.BatchNorm2d(_out_chs, momentum=_BN_MOMENTUM, **dd),
                         nn.ReLU(inplace=True)))
                 transition_layers.append(nn.Sequential(*conv3x3s))
 
         return nn.ModuleList(transition_layers)
 
-    def _make_layer(self, block_type, inplanes, planes, block_types, stride=1, device=None, dtype=None):
+    def _make_layer(self, block_type, inplanes, planes, block_types, stride=1, dilation=1, device=None, dtype=None):
         dd = {'device': device, 'dtype': dtype}
         downsample = None
         if stride != 1 or inplanes != planes * block_type.expansion:
@@ -786,10 +822,11 @@ class HighResolutionNet(nn.Module):
                 nn.BatchNorm2d(planes * block_type.expansion, momentum=_BN_MOMENTUM, **dd),
             )
 
-        layers = [block_type(inplanes, planes, stride, downsample, **dd)]
+        d = dict(dilation=dilation, first_dilation=dilation, **dd)
+        layers = [block_type(inplanes, planes, stride, downsample, **d)]
         inplanes = planes * block_type.expansion
         for i in range(1, block_types):
-            layers.append(block_type(inplanes, planes, **dd))
+            layers.append(block_type(inplanes, planes, **d))
 
         return nn.Sequential(*layers)
 
@@ -812,6 +849,7 @@ class HighResolutionNet(nn.Module):
                 num_channels,
                 fuse_method,
                 outputs=outputs if i == num_modules - 1 else None,
+                dilations=self.dilations,
                 device=device,
                 dtype=dtype,
             ))
@@ -910,7 +948,7 @@ class HighResolutionNet(nn.Module):
             ValueError: input not (B, in_chans, H, W); in training, a batch whose stride 32 maps hold one value per
                 channel (B = 1 and H, W <= 32), which BatchNorm cannot normalise.
         """
-        _check_input(x, self.conv1.in_channels, self.training and bool(self.branch_outputs))
+        _check_input(x, self.conv1.in_channels, self.output_stride if self.training and self.branch_outputs else 0)
         x = self.conv1(x)
         x = self.bn1(x)
         return self.act1(x)
@@ -932,16 +970,24 @@ class HighResolutionNet(nn.Module):
         """ forward_features' output (HEAD_SPECS[self.head].output) from the final stage's maps (`incre_done`: they
         went through the incre modules already). The classification head interleaves incre and downsample modules
         as upstream's does: its forward dispatches upstream's ops in upstream's order."""
-        if HEAD_SPECS[self.head].output == 'map':
+        output = HEAD_SPECS[self.head].output
+        if output == 'final':
             y = yl[0] if incre_done else self.incre_modules[0](yl[0])
             for i, down in enumerate(self.downsamp_modules):
                 y = (yl[i + 1] if incre_done else self.incre_modules[i + 1](yl[i + 1])) + down(y)
             return self.final_layer(y)
+        if output == 'first':
+            return yl[0]
+        if output == 'concat':  # as mmseg's resize_concat and mmpose's FeatureMapProcessor(concat=True)
+            size = yl[0].shape[-2:]
+            return torch.cat(
+                [yl[0]] + [F.interpolate(y, size=size, mode='bilinear', align_corners=False) for y in yl[1:]], dim=1)
         return yl if incre_done else self._forward_incre(yl)
 
     def forward_features(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
         """ 'classification': (B, 2048, H/32, W/32) map. 'incre' / '': list of maps at strides 4-32, one per
-        branch output. With only the stem taken (features_only, prune_intermediate_layers): the stem map."""
+        branch output. 'high_res': (B, C, H/4, W/4). 'concat': (B, 15C, H/4, W/4). With only the stem taken
+        (features_only, prune_intermediate_layers): the stem map."""
         x = self._forward_stem(x)
         if not self.branch_outputs:
             return x
@@ -1005,8 +1051,8 @@ class HighResolutionNet(nn.Module):
 
         Keeps exactly what the taken outputs need, as features_only does with out_indices: every parameter
         left gets a gradient. Unless the head is kept (prune_head=False with the last index taken: the model stays
-        whole), the model becomes a feature-map head ('incre' where it has incre modules, else ''): forward_features gives the
-        taken maps (a list), or the stem map when only index 0 is taken.
+        whole), the model becomes a feature-map head ('incre' where it has incre modules, else ''):
+        forward_features gives the taken maps (a list), or the stem map when only index 0 is taken.
 
         Args:
             indices: Indices of intermediate layers to keep.
@@ -1021,8 +1067,8 @@ class HighResolutionNet(nn.Module):
             return take_indices  # the head is kept, and it uses every output
         spec = HEAD_SPECS[self.head]
         outputs = tuple(b for b in self.branch_outputs if b + 1 in take_indices)
+        self.head = 'incre' if spec.incre else ''
         if spec.classifier:
-            self.head = 'incre'
             self.downsamp_modules = self.final_layer = None
             self.num_classes = 0
             self.global_pool = nn.Identity()
@@ -1091,8 +1137,9 @@ class HighResolutionNetFeatures(HighResolutionNet):
             out_indices=(0, 1, 2, 3, 4),
             **kwargs,
     ):
-        if feature_location not in ('incre', ''):
-            raise ValueError(f"Unknown HRNet feature_location {feature_location!r}, valid values are ('incre', '').")
+        if feature_location not in FEATURE_LOCATIONS:
+            raise ValueError(
+                f"Unknown HRNet feature_location {feature_location!r}, valid values are {FEATURE_LOCATIONS}.")
         num_taps = 1 + len(HEAD_SPECS[feature_location].branches)
         if isinstance(out_indices, int) and not isinstance(out_indices, bool):
             out_indices = tuple(range(num_taps))[-out_indices:] if 0 < out_indices <= num_taps else (out_indices,)

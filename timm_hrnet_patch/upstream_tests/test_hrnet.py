@@ -149,3 +149,35 @@ def test_hrnet_every_parameter_used(kwargs, w18_small_checkpoint):
     out = model(torch.randn(2, 3, 64, 64))
     sum(o.sum() for o in (out if isinstance(out, list) else [out])).backward()
     assert not [n for n, p in model.named_parameters() if p.grad is None]
+
+
+@pytest.mark.base
+@pytest.mark.parametrize('output_stride', [32, 16, 8])
+@pytest.mark.parametrize('head', ['high_res', 'concat'])
+def test_hrnet_representation_heads(head, output_stride, w18_small_checkpoint):
+    """HRNetV1 (stride 4 branch) and HRNetV2 (4 branches concatenated at stride 4), at every output_stride."""
+    path, state_dict = w18_small_checkpoint
+    model = create_model(
+        'hrnet_w18_small', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), head=head,
+        output_stride=output_stride).eval().to(torch_device)
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 65, 70, device=torch_device))
+    chs = _branch_chs('hrnet_w18_small')
+    assert tuple(out.shape) == (1, chs[0] if head == 'high_res' else sum(chs), 17, 18)
+    assert model.num_features == out.shape[1]
+    expected = [2, 4] if head == 'high_res' else [2, 4, 8, min(16, output_stride), output_stride]
+    assert [f['reduction'] for f in model.feature_info] == expected
+
+
+@pytest.mark.base
+@pytest.mark.parametrize('output_stride', [16, 8])
+def test_hrnet_features_output_stride(output_stride, w18_small_checkpoint):
+    path, _ = w18_small_checkpoint
+    model = create_model(
+        'hrnet_w18_small', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), features_only=True,
+        output_stride=output_stride).eval().to(torch_device)
+    reductions = [2, 4, 8, min(16, output_stride), output_stride]
+    assert model.feature_info.reduction() == reductions
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64, device=torch_device))
+    assert [o.shape[-1] for o in out] == [math.ceil(64 / r) for r in reductions]
