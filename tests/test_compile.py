@@ -1,6 +1,7 @@
 """ torch.compile(fullgraph=True) and torch.export work for every head and for features_only, with eager outputs.
 
-Slow: each compiles hrnet_w18_small (the same code as every variant) with inductor on the test's device."""
+Slow: each compiles hrnet_w18_small (the same code as every variant) with inductor on the test's device. Marked
+`compile`: what they test depends on torch, so tox runs them on each torch (seed, timm1031), not on every timm."""
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in HEADS] + [
 
 
 @pytest.mark.slow
+@pytest.mark.compile
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('kind', KINDS)
 def test_compile_fullgraph(kind, device):
@@ -28,6 +30,7 @@ def test_compile_fullgraph(kind, device):
 
 
 @pytest.mark.slow
+@pytest.mark.compile
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('kind', KINDS)
 def test_export(kind, device):
