@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from target import hrnet
-from conftest import DEVICES, HEADS, assert_same, create, listed
+from conftest import DEVICES, HEADS, create, listed
 
 KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in HEADS] + [
     pytest.param(dict(features_only=True, feature_location=h), id=f'features_only={h!r}')
@@ -38,4 +38,7 @@ def test_export(kind, device):
     x = torch.randn(2, 3, 80, 72, device=device)
     program = torch.export.export(model, (x,))
     with torch.no_grad():
-        assert_same(listed(program.module()(x)), listed(model(x)))
+        out, expected = listed(program.module()(x)), listed(model(x))
+    assert [o.shape for o in out] == [e.shape for e in expected]
+    for o, e in zip(out, expected):  # torch 2.2's export decomposes bilinear upsampling ('concat'): not bit-equal
+        torch.testing.assert_close(o, e, rtol=1e-5, atol=1e-5)
