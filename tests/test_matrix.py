@@ -2,7 +2,8 @@
 
 The matrix is explicit parametrization, so no combination is left to chance. Each case builds its model, loading
 the synthetic checkpoint strictly through timm's offline hub path when pretrained, and checks every loaded tensor.
-Hypothesis then draws the values around the case (batch, any input size in 16-256, dtype on CUDA), with examples
+Hypothesis then draws the values around the case (batch, any input size in 16-256, 16-128 for the big variants,
+dtype on CUDA), with examples
 seeded by the case under the 'ci' profile (see strategies.py).
 """
 import copy
@@ -14,7 +15,8 @@ from hypothesis import given
 
 import strategies
 from conftest import (
-    CONTRACT, DEVICES, HEAD_MODULES, HEAD_PARAMS, LOCATION_PARAMS, PRETRAINED_PARAMS, REDUCTIONS, VARIANT_PARAMS,
+    CONTRACT, DEVICES, HEAD_MODULES, HEAD_PARAMS, LOCATION_PARAMS, MAX_SIDE, PRETRAINED_PARAMS, REDUCTIONS,
+    VARIANT_PARAMS,
     assert_loaded, assert_same, create, expected_state, listed, map_shapes, output_shapes, reductions)
 
 # CPU-vs-CUDA tolerance on the relative error norm |cuda - cpu| / |cpu|, per compute dtype: float32 allows for TF32
@@ -57,7 +59,7 @@ def test_model(variant, head, pretrained, device, no_key_warnings):
     assert [f['reduction'] for f in model.feature_info] == reductions(head)
 
     @strategies.for_case(variant, head, pretrained, device)
-    @given(spec=strategies.inputs(), dtype=strategies.dtypes(device))
+    @given(spec=strategies.inputs(high=MAX_SIDE[variant]), dtype=strategies.dtypes(device))
     def check(spec, dtype):
         x = spec.make(device)
         out = listed(_run(model, x, dtype, device))
@@ -92,7 +94,7 @@ def test_features_only(variant, feature_location, pretrained, device, no_key_war
     assert model.feature_info.reduction() == REDUCTIONS
 
     @strategies.for_case(variant, feature_location, pretrained, device)
-    @given(spec=strategies.inputs(), dtype=strategies.dtypes(device))
+    @given(spec=strategies.inputs(high=MAX_SIDE[variant]), dtype=strategies.dtypes(device))
     def check(spec, dtype):
         x = spec.make(device)
         out = _run(model, x, dtype, device)
