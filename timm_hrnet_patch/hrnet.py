@@ -897,7 +897,7 @@ class HighResolutionNet(nn.Module):
         """ Replace the classifier (num_classes=0 removes it). Heads without one (HEAD_SPECS, a pruned model's
         included) output feature maps and accept num_classes=0 only.
         """
-        if not HEAD_SPECS[self.head].classifier:
+        if not self.head_spec.classifier:
             if num_classes:
                 raise ValueError(
                     f"HRNet head={self.head!r} outputs feature maps and has no classifier, "
@@ -914,11 +914,16 @@ class HighResolutionNet(nn.Module):
         self.global_pool.train(self.training)
         self.classifier.train(self.training)
 
+    @property
+    def head_spec(self) -> HeadSpec:
+        """ HEAD_SPECS[self.head]: what this model's head builds and returns."""
+        return HEAD_SPECS[self.head]
+
     def unbuilt_prefixes(self) -> Tuple[str, ...]:
         """ Key prefixes of the full (classification) layout's modules this model was built without: the head
         modules it does not use and, for outputs it does not compute, their fuse layers and incre modules (or the
         whole trunk when only the stem is taken). checkpoint_filter_fn drops exactly these keys."""
-        spec = HEAD_SPECS[self.head]
+        spec = self.head_spec
         prefixes = [] if spec.classifier else ['downsamp_modules.', 'final_layer.', 'classifier.']
         not_taken = [b for b in range(4) if b not in self.branch_outputs]
         if not self.branch_outputs:
@@ -962,15 +967,15 @@ class HighResolutionNet(nn.Module):
 
     def _forward_incre(self, yl: List[torch.Tensor]) -> List[torch.Tensor]:
         """ The final stage's maps through their incre modules (C, 2C, 4C, 8C to 128, 256, 512, 1024), if built."""
-        if not HEAD_SPECS[self.head].incre:
+        if not self.head_spec.incre:
             return yl
         return [self.incre_modules[b](y) for b, y in zip(self.branch_outputs, yl)]
 
     def _forward_head_features(self, yl: List[torch.Tensor], incre_done: bool = False):
-        """ forward_features' output (HEAD_SPECS[self.head].output) from the final stage's maps (`incre_done`: they
+        """ forward_features' output (self.head_spec.output) from the final stage's maps (`incre_done`: they
         went through the incre modules already). The classification head interleaves incre and downsample modules
         as upstream's does: its forward dispatches upstream's ops in upstream's order."""
-        output = HEAD_SPECS[self.head].output
+        output = self.head_spec.output
         if output == 'final':
             y = yl[0] if incre_done else self.incre_modules[0](yl[0])
             for i, down in enumerate(self.downsamp_modules):
@@ -1065,7 +1070,7 @@ class HighResolutionNet(nn.Module):
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
         if not prune_head and max_index == len(self.feature_info) - 1:
             return take_indices  # the head is kept, and it uses every output
-        spec = HEAD_SPECS[self.head]
+        spec = self.head_spec
         outputs = tuple(b for b in self.branch_outputs if b + 1 in take_indices)
         self.head = 'incre' if spec.incre else ''
         if spec.classifier:
@@ -1095,7 +1100,7 @@ class HighResolutionNet(nn.Module):
             x: Union[torch.Tensor, List[torch.Tensor]],
             pre_logits: bool = False,
     ) -> Union[torch.Tensor, List[torch.Tensor]]:
-        if not HEAD_SPECS[self.head].classifier:
+        if not self.head_spec.classifier:
             return x  # the feature map heads have no pooling / classifier, their maps pass through
         # Classification Head
         x = self.global_pool(x)
