@@ -43,19 +43,30 @@ def install() -> None:
 
 
 class _TimmFinder:
-    """ Finds 'timm' with the other finders, once, and wraps its loader; passes on every other name."""
+    """ Finds 'timm' with the other finders and wraps its loader; passes on every other name.
+
+    It waits until timm's module is executed, not just found: `importlib.util.find_spec('timm')` probes (as
+    transformers makes to see whether timm is installed) consult it too, and the import that follows must still
+    patch. It stops waiting when timm is found to be absent or its module runs.
+    """
 
     def find_spec(self, name, path=None, target=None):
         if name != 'timm':
             return None
-        sys.meta_path.remove(self)
-        for finder in sys.meta_path:
-            spec = finder.find_spec(name, path, target) if hasattr(finder, 'find_spec') else None
+        for finder in [f for f in sys.meta_path if f is not self and hasattr(f, 'find_spec')]:
+            spec = finder.find_spec(name, path, target)
             if spec is not None:
                 if hasattr(spec.loader, 'exec_module'):
                     spec.loader = _PatchAfterLoad(spec.loader)
+                else:
+                    _stop_waiting()
                 return spec
+        _stop_waiting()
         return None
+
+
+def _stop_waiting() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _TimmFinder)]
 
 
 class _PatchAfterLoad:
@@ -69,6 +80,7 @@ class _PatchAfterLoad:
 
     def exec_module(self, module) -> None:
         global _patched
+        _stop_waiting()
         module.__loader__ = module.__spec__.loader = self.loader
         self.loader.exec_module(module)
         try:

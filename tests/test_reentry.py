@@ -129,3 +129,18 @@ def test_hook_when_the_patch_fails(tmp_path):
     lines = out.stdout.splitlines()
     assert 'could not patch timm (ValueError: patch is broken here)' in lines[0], lines
     assert lines[1] == 'timm.models.hrnet'
+
+
+def test_hook_after_a_find_spec_probe():
+    """ `importlib.util.find_spec('timm')` before the import (transformers probes so): the import still patches."""
+    out = _python(f'''
+        import importlib.util, sys; sys.path.insert(0, {str(HOOK_DIR)!r})
+        import _timm_hrnet_patch_hook as hook
+        hook.install()
+        assert importlib.util.find_spec('timm') is not None and 'timm' not in sys.modules
+        print(hook.waiting())
+        import timm
+        print(hook.waiting(), hook.patched_timm(), type(timm.create_model('hrnet_w18_small')).__module__)
+    ''', '-W', 'ignore', env=dict(os.environ, TIMM_HRNET_PATCH='1'))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ['True', 'False True timm_hrnet_patch.hrnet']
