@@ -75,9 +75,10 @@ def test_convert_msra_release(head, tmp_path, capsys):
     assert main(['convert', str(tmp_path / 'hrnet_w18_small_v1.pth'), str(dst), '--variant', VARIANT,
                  '--head', head]) == 0
     printed = capsys.readouterr().out
+    assert 'layout timm (timm or HRNet-Image-Classification model), detected' in printed
     assert 'loads strictly' in printed and 'num_batches_tracked counters' in printed
     if head != 'classification':
-        assert 'keys of modules this head does not build: ' in printed
+        assert 'dropped: keys of modules this head does not build (' in printed
         assert ('final_layer (6)' in printed) and ('incre_modules (' in printed) == (head not in ('incre',))
         assert ('stage4.0.fuse_layers.1 (' in printed) == (head == 'high_res')
     model = timm.create_model(VARIANT, pretrained=True, head=head, pretrained_cfg_overlay=dict(file=str(dst)))
@@ -91,7 +92,7 @@ def test_convert_training_checkpoint(tmp_path, capsys):
     torch.save({'epoch': 3, 'state_dict': {'module.' + k: v for k, v in sd.items()}}, tmp_path / 'ckpt.pth')
     assert main(['convert', str(tmp_path / 'ckpt.pth'), str(tmp_path / 'out.safetensors'), '--variant', VARIANT]) == 0
     printed = capsys.readouterr().out
-    assert "entries around the 'state_dict' state dict (training state): epoch" in printed
+    assert "dropped: entries beside 'state_dict' (training state) (1): epoch" in printed
     assert "'module.' prefixes" in printed
     out = safetensors.torch.load_file(str(tmp_path / 'out.safetensors'))
     assert out.keys() == sd.keys() and all(torch.equal(out[k], v) for k, v in sd.items())

@@ -7,12 +7,14 @@ hook (`_timm_hrnet_patch_hook`) imports it with timm, so scripts need no change;
 import timm.models
 
 from . import hrnet
-from .hrnet import FEATURE_LOCATIONS, HEAD_SPECS, HEADS, HighResolutionNet, HighResolutionNetFeatures, checkpoint_filter_fn
+from .hrnet import (
+    CHECKPOINT_LAYOUTS, FEATURE_LOCATIONS, HEAD_SPECS, HEADS, HighResolutionNet, HighResolutionNetFeatures,
+    checkpoint_filter_fn, map_checkpoint)
 
 __version__ = '0.1.0'
 __all__ = [
-    'FEATURE_LOCATIONS', 'HEAD_SPECS', 'HEADS', 'HighResolutionNet', 'HighResolutionNetFeatures', 'checkpoint_filter_fn',
-    'is_active', '__version__']
+    'CHECKPOINT_LAYOUTS', 'FEATURE_LOCATIONS', 'HEAD_SPECS', 'HEADS', 'HighResolutionNet', 'HighResolutionNetFeatures',
+    'checkpoint_filter_fn', 'is_active', 'map_checkpoint', '__version__']
 
 
 def is_active() -> bool:

@@ -22,7 +22,9 @@ import timm.models.hrnet as upstream
 from tqdm import tqdm
 
 import _timm_hrnet_patch_hook as hook
-from . import FEATURE_LOCATIONS, HEAD_SPECS, HEADS, __version__, checkpoint_filter_fn, is_active, upstream as pr
+from . import (
+    CHECKPOINT_LAYOUTS, FEATURE_LOCATIONS, HEAD_SPECS, HEADS, __version__, checkpoint_filter_fn, is_active,
+    map_checkpoint, upstream as pr)
 
 
 
@@ -168,7 +170,8 @@ def _load_any(src: str) -> Dict:
 
 
 def convert(args: argparse.Namespace) -> int:
-    """ SRC -> timm-ready DST .safetensors for --variant/--head, verified to load strictly; nothing written on error."""
+    """ SRC (any CHECKPOINT_LAYOUTS layout) -> timm-ready DST .safetensors for --variant/--head, verified to load
+    strictly; nothing written on error."""
     if args.variant not in timm.list_models('hrnet*'):
         raise SystemExit(f'error: --variant {args.variant!r} is not an HRNet model: {timm.list_models("hrnet*")}')
     raw = _load_any(args.src)
@@ -177,7 +180,8 @@ def convert(args: argparse.Namespace) -> int:
     with torch.device('meta'):
         model = timm.create_model(args.variant, head=args.head)
     try:
-        state_dict = checkpoint_filter_fn(raw, model)
+        layout, mapped, notes = map_checkpoint(raw, args.layout)
+        state_dict = checkpoint_filter_fn(raw, model, layout=layout.name)
         tensors = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
         if len(tensors) != len(state_dict):
             raise RuntimeError(f'non-tensor entries: {sorted(set(state_dict) - set(tensors))[:10]}')
@@ -187,38 +191,27 @@ def convert(args: argparse.Namespace) -> int:
     except RuntimeError as e:
         raise SystemExit(f'error: {args.src} does not fit {args.variant} (head={args.head!r}): {e}')
 
-    dropped = _explain_dropped(raw, tensors, model.unbuilt_prefixes())
     safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, args.dst)
+    print(f'read {args.src}: layout {layout.name} ({layout.what}), {"forced" if args.layout else "detected"}')
     print(f'wrote {args.dst}: {len(tensors)} tensors for {args.variant} (head={args.head!r}), loads strictly')
     if added:
-        print(f'added {len(added)} BatchNorm num_batches_tracked counters (0) the source lacks')
-    for reason, keys in dropped.items():
-        print(f'dropped {reason}: {", ".join(keys[:8])}{", ..." if len(keys) > 8 else ""}')
+        notes[f'added: BatchNorm num_batches_tracked counters (0) the source lacks'] = added
+    unbuilt = _unbuilt_keys(mapped, tensors, model.unbuilt_prefixes())
+    if unbuilt:
+        notes['dropped: keys of modules this head does not build'] = unbuilt
+    for reason, keys in notes.items():
+        print(f'{reason} ({len(keys)}): {", ".join(keys[:8])}{", ..." if len(keys) > 8 else ""}')
     return 0
 
 
-def _explain_dropped(raw: Dict, kept: Dict, unbuilt: Tuple[str, ...]) -> Dict[str, List[str]]:
-    """ What the conversion left out of the source, grouped by why (`unbuilt`: the model's unbuilt_prefixes())."""
-    reasons: Dict[str, List[str]] = {}
-    inner = raw
-    for container in ('state_dict', 'model'):
-        if isinstance(raw.get(container), dict):
-            inner = raw[container]
-            outer = sorted(k for k in raw if k != container)
-            if outer:
-                reasons[f"entries around the '{container}' state dict (training state)"] = outer
-            break
-    head_keys: Dict[str, int] = {}
-    for key in inner:
-        name = key[len('module.'):] if key.startswith('module.') else key
-        if name not in kept:
-            prefix = next(p for p in unbuilt if name.startswith(p)).rstrip('.')
-            head_keys[prefix] = head_keys.get(prefix, 0) + 1
-    if head_keys:
-        reasons['keys of modules this head does not build'] = [f'{m} ({n})' for m, n in sorted(head_keys.items())]
-    if any(k.startswith('module.') for k in inner):
-        reasons["'module.' prefixes (DataParallel / DDP), stripped"] = ['module.*']
-    return reasons
+def _unbuilt_keys(mapped: Dict, kept: Dict, unbuilt: Tuple[str, ...]) -> List[str]:
+    """ The modules (with their key counts) of the mapped checkpoint that the model does not build."""
+    counts: Dict[str, int] = {}
+    for key in mapped:
+        if key not in kept:
+            prefix = next(p for p in unbuilt if key.startswith(p)).rstrip('.')
+            counts[prefix] = counts.get(prefix, 0) + 1
+    return [f'{m} ({n})' for m, n in sorted(counts.items())]
 
 
 # ---- upstream-diff ----
@@ -258,6 +251,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('dst', help='output .safetensors path')
     p.add_argument('--variant', required=True, help='HRNet model name, e.g. hrnet_w18')
     p.add_argument('--head', default='classification', choices=list(HEADS), help='head the file is for')
+    p.add_argument('--layout', choices=list(CHECKPOINT_LAYOUTS),
+                   help='the layout of SRC (default: detected); docs/checkpoints.md lists them')
     p = sub.add_parser('upstream-diff', help="the fix as a PR diff against timm's hrnet.py, with a new test file")
     p.add_argument('--timm-src', help='timm source tree to diff against (default: the sdist of --timm-version)')
     p.add_argument('--timm-version', default=pr.SDIST_VERSION, help=f'sdist to download (default {pr.SDIST_VERSION})')

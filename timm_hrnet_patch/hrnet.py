@@ -13,6 +13,7 @@ Original header:
   Modified by Ke Sun (sunk@mail.ustc.edu.cn)
 """
 import logging
+import re
 from copy import deepcopy
 from dataclasses import dataclass
 from functools import partial
@@ -411,6 +412,19 @@ cfg_cls = dict(
         ),
     )
 )
+
+
+def _unbuilt_prefixes(spec: HeadSpec, branch_outputs: Sequence[int], last_module: int) -> Tuple[str, ...]:
+    """ HighResolutionNet.unbuilt_prefixes() of a model with head `spec` computing `branch_outputs`, whose stage 4
+    has `last_module` + 1 modules."""
+    prefixes = [] if spec.classifier else ['downsamp_modules.', 'final_layer.', 'classifier.']
+    not_taken = [b for b in range(4) if b not in branch_outputs]
+    if not branch_outputs:
+        prefixes += [f'{n}.' for n in _TRUNK]
+    elif not_taken:
+        prefixes += [f'stage4.{last_module}.fuse_layers.{b}.' for b in not_taken]
+    prefixes += [f'incre_modules.{b}.' for b in not_taken] if spec.incre else ['incre_modules.']
+    return tuple(prefixes)
 
 
 class HighResolutionModule(nn.Module):
@@ -923,15 +937,7 @@ class HighResolutionNet(nn.Module):
         """ Key prefixes of the full (classification) layout's modules this model was built without: the head
         modules it does not use and, for outputs it does not compute, their fuse layers and incre modules (or the
         whole trunk when only the stem is taken). checkpoint_filter_fn drops exactly these keys."""
-        spec = self.head_spec
-        prefixes = [] if spec.classifier else ['downsamp_modules.', 'final_layer.', 'classifier.']
-        not_taken = [b for b in range(4) if b not in self.branch_outputs]
-        if not self.branch_outputs:
-            prefixes += [f'{n}.' for n in _TRUNK]
-        elif not_taken:
-            prefixes += [f'stage4.{len(self.stage4) - 1}.fuse_layers.{b}.' for b in not_taken]
-        prefixes += [f'incre_modules.{b}.' for b in not_taken] if spec.incre else ['incre_modules.']
-        return tuple(prefixes)
+        return _unbuilt_prefixes(self.head_spec, self.branch_outputs, self.stage4_cfg['num_modules'] - 1)
 
     def stages(self, x) -> List[torch.Tensor]:
         x = self.layer1(x)
@@ -1183,28 +1189,157 @@ def _format_keys(keys: List[str], limit: int = 10) -> str:
     return ', '.join(keys[:limit]) + more
 
 
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """ How a release lays out HRNet's weights: its key renames onto timm's, the keys of its own task's modules that
+    timm drops, and the head convs whose bias it lacks. Derived from each project's public source, cited in
+    docs/checkpoints.md. In patterns, '*' stands for a module index.
+    """
+    name: str
+    what: str  # what the checkpoint is, for reports
+    head: str  # the timm head whose modules its model has (the most it can load into)
+    signature: Tuple[str, ...]  # key prefixes that all occur in this layout's state dicts
+    renames: Tuple[Tuple[str, str], ...] = ()  # (its key prefix, timm's), the first that matches applies
+    drops: Tuple[Tuple[str, str], ...] = ()  # (its key prefix, what that module is): dropped on load
+    # (timm conv prefix, its BatchNorm's prefix) of convs the layout has without bias: loaded with a zero bias,
+    # which is exactly its model (a conv without bias); converting to it folds the bias into the BN running_mean
+    no_bias: Tuple[Tuple[str, str], ...] = ()
+
+
+_OPENMMLAB_DROPS = (('data_preprocessor.', 'input normalisation buffers'),)
+CHECKPOINT_LAYOUTS: Dict[str, CheckpointLayout] = {layout.name: layout for layout in (
+    # the detection order: the first layout whose signature a state dict has is taken
+    CheckpointLayout(
+        'hrnet-seg', 'HRNet-Semantic-Segmentation trained model', 'concat', ('model.conv1.weight',),
+        renames=(('model.', ''),),
+        drops=(('model.last_layer.', 'segmentation head'), ('model.aux_head.', 'OCR auxiliary head'),
+               ('model.conv3x3_ocr.', 'OCR head'), ('model.ocr_distri_head.', 'OCR head'),
+               ('model.cls_head.', 'OCR head'), ('loss.', 'loss class weights'))),
+    CheckpointLayout(
+        'pose_hrnet', 'deep-high-resolution-net pose model (HRNetV1 backbone)', 'high_res',
+        ('conv1.weight', 'final_layer.weight'), drops=(('final_layer.', 'keypoint head'),)),
+    CheckpointLayout('timm', 'timm or HRNet-Image-Classification model', 'classification', ('conv1.weight',)),
+    CheckpointLayout(
+        'mmpretrain', 'mmpretrain classifier', 'classification', ('backbone.conv1.weight', 'neck.0.increase_layers.'),
+        renames=(('backbone.', ''), ('neck.0.increase_layers.', 'incre_modules.'),
+                 ('neck.0.downsample_layers.*.conv.', 'downsamp_modules.*.0.'),
+                 ('neck.0.downsample_layers.*.bn.', 'downsamp_modules.*.1.'),
+                 ('neck.0.final_layer.conv.', 'final_layer.0.'), ('neck.0.final_layer.bn.', 'final_layer.1.'),
+                 ('head.fc.', 'classifier.')),
+        drops=_OPENMMLAB_DROPS,
+        no_bias=(('downsamp_modules.*.0.', 'downsamp_modules.*.1.'), ('final_layer.0.', 'final_layer.1.'))),
+    CheckpointLayout(
+        'mmseg', 'mmsegmentation segmentor', 'concat', ('backbone.conv1.weight', 'decode_head.'),
+        renames=(('backbone.', ''),),
+        drops=(('decode_head.', 'decode head'), ('auxiliary_head.', 'auxiliary head'), *_OPENMMLAB_DROPS)),
+    CheckpointLayout(
+        'mmpose', 'mmpose top-down model (HRNetV1 backbone)', 'high_res', ('backbone.conv1.weight', 'head.'),
+        renames=(('backbone.', ''),), drops=(('head.', 'keypoint head'), *_OPENMMLAB_DROPS)),
+    CheckpointLayout(
+        'mmpose-0.x', 'mmpose 0.x top-down model (HRNetV1 backbone)', 'high_res',
+        ('backbone.conv1.weight', 'keypoint_head.'),
+        renames=(('backbone.', ''),), drops=(('keypoint_head.', 'keypoint head'),)),
+)}
+
+
+def _rename(key: str, renames: Sequence[Tuple[str, str]]) -> str:
+    """ key with the first matching (prefix, replacement) applied; '*' in them is a module index."""
+    for src, dst in renames:
+        m = re.match(re.escape(src).replace(r'\*', r'(\d+)'), key)
+        if m:
+            for index in m.groups():
+                dst = dst.replace('*', index, 1)
+            return dst + key[m.end():]
+    return key
+
+
+def _unwrap(checkpoint: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, List[str]]]:
+    """ The state dict inside a 'state_dict' / 'model' container, 'module.' (DataParallel, DDP) stripped, and what
+    was left around it."""
+    dropped = {}
+    for container in ('state_dict', 'model'):
+        if isinstance(checkpoint.get(container), dict):
+            dropped = {f"dropped: entries beside '{container}' (training state)":
+                       sorted(k for k in checkpoint if k != container)}
+            checkpoint = checkpoint[container]
+            break
+    if any(k.startswith('module.') for k in checkpoint):
+        dropped["stripped: 'module.' prefixes (DataParallel / DDP)"] = ['module.*']
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint.items()}, dropped
+
+
+def map_checkpoint(
+        checkpoint: Dict[str, Any],
+        layout: Optional[str] = None,
+) -> Tuple[CheckpointLayout, Dict[str, Any], Dict[str, List[str]]]:
+    """ A checkpoint of any CHECKPOINT_LAYOUTS layout (`layout`, or the first whose signature it has) in timm's keys.
+
+    Returns the layout, the state dict with timm's keys (no key of the layout's other modules; the zero biases its
+    convs lack added), and what was dropped or added, by reason. Raises ValueError for an unknown layout name and a
+    RuntimeError naming the first keys when no known layout matches.
+    """
+    if layout is not None and layout not in CHECKPOINT_LAYOUTS:
+        raise ValueError(f'Unknown HRNet checkpoint layout {layout!r}, known: {", ".join(CHECKPOINT_LAYOUTS)}.')
+    state_dict, notes = _unwrap(checkpoint)
+    if layout is None:
+        layout = next((n for n, lay in CHECKPOINT_LAYOUTS.items()
+                       if all(any(k.startswith(p) for k in state_dict) for p in lay.signature)), None)
+        if layout is None:
+            raise RuntimeError(
+                f'Checkpoint layout not recognised, first keys: {", ".join(list(state_dict)[:5])}. Known layouts: '
+                + '; '.join(f"{n} ({lay.what}: {', '.join(lay.signature)}...)" for n, lay in CHECKPOINT_LAYOUTS.items())
+                + '.')
+    spec = CHECKPOINT_LAYOUTS[layout]
+    mapped = {}
+    for key, value in state_dict.items():
+        what = next((w for p, w in spec.drops if key.startswith(p)), None)
+        if what:
+            notes.setdefault(f'dropped: {what} ({spec.name})', []).append(key)
+        else:
+            mapped[_rename(key, spec.renames)] = value
+    for conv, _ in spec.no_bias:
+        for key in [k for k in mapped if re.fullmatch(re.escape(conv).replace(r'\*', r'\d+') + 'weight', k)]:
+            bias = key[:-len('weight')] + 'bias'
+            if bias not in mapped:
+                mapped[bias] = mapped[key].new_zeros(mapped[key].shape[0])
+                notes.setdefault(f'added: zero biases of convs {spec.name} has without bias (the same function)',
+                                 []).append(bias)
+    return spec, mapped, notes
+
+
+def _fitting_heads(keys: Sequence[str], last_module: int) -> List[str]:
+    """ The heads whose modules a (timm-keyed) state dict has, for a model with `last_module` + 1 stage 4 modules."""
+    units = ('downsamp_modules.', 'final_layer.', 'classifier.', *(f'incre_modules.{b}.' for b in range(4)),
+             *(f'stage4.{last_module}.fuse_layers.{b}.' for b in range(4)))
+    present = {u for u in units if any(k.startswith(u) for k in keys)}
+    return [name for name, spec in HEAD_SPECS.items() if all(
+        u in present for u in units if not u.startswith(_unbuilt_prefixes(spec, spec.branches, last_module)))]
+
+
 def checkpoint_filter_fn(
         state_dict: Dict[str, Any],
         model: HighResolutionNet,
         strict: bool = True,
+        layout: Optional[str] = None,
 ) -> Dict[str, torch.Tensor]:
-    """ Fit an HRNet checkpoint (timm or original HRNet-Image-Classification layout) to a model's head.
+    """ Fit an HRNet checkpoint of any CHECKPOINT_LAYOUTS layout to a model's head.
 
-    Unwraps 'state_dict' / 'model' containers and a 'module.' prefix, and drops exactly the keys of the modules the
-    model was built without (model.unbuilt_prefixes(): head modules its head does not use, the fuse layers and incre
-    modules of outputs it does not compute). All other keys are kept as they are.
+    Unwraps 'state_dict' / 'model' containers and a 'module.' prefix, maps the layout's keys onto timm's
+    (map_checkpoint; `layout` forces one, default: detected; what it drops or adds is logged at INFO), then drops exactly the keys of the
+    modules the model was built without (model.unbuilt_prefixes(): head modules its head does not use, the fuse
+    layers and incre modules of outputs it does not compute).
 
     The rest must then match the model: with strict=True a missing or unexpected key raises a RuntimeError that
-    names them, with strict=False they are logged as a warning and the unexpected ones dropped. Classifier keys
-    are exempt when the model's num_classes differs from the pretrained cfg's, timm then re-initialises it, and so
-    are missing BatchNorm `num_batches_tracked` counters, which torch's load fills in.
+    names them and the heads the checkpoint fits, with strict=False they are logged as a warning and the unexpected
+    ones dropped. Classifier keys are exempt when the model's num_classes differs from the pretrained cfg's, timm
+    then re-initialises it, and so are missing BatchNorm `num_batches_tracked` counters, which torch's load fills in.
     """
-    for container in ('state_dict', 'model'):
-        if isinstance(state_dict.get(container), dict):
-            state_dict = state_dict[container]
-            break
-    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-
+    layout, state_dict, notes = map_checkpoint(state_dict, layout)
+    if layout.name != 'timm' or notes:
+        _logger.info(f'Loading a {layout.what} ({layout.name} layout): '
+                     + '; '.join(f'{reason} ({len(keys)})' for reason, keys in notes.items()))
+    last_module = model.stage4_cfg['num_modules'] - 1
+    fits = sorted(_fitting_heads(list(state_dict), last_module), key=lambda h: h != layout.head)  # its own first
     model_keys = set(model.state_dict())
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith(model.unbuilt_prefixes())}
 
@@ -1217,11 +1352,14 @@ def checkpoint_filter_fn(
     unexpected = sorted(set(state_dict) - model_keys - exempt)
     if missing or unexpected:
         arch = pretrained_classes.get('architecture') or type(model).__name__
-        msg = f"Checkpoint does not match {arch} (head={model.head!r}):"
+        msg = f"Checkpoint ({layout.what}, {layout.name} layout) does not match {arch} (head={model.head!r}):"
         if missing:
             msg += f' missing keys ({len(missing)}): {_format_keys(missing)}.'
         if unexpected:
             msg += f' unexpected keys ({len(unexpected)}): {_format_keys(unexpected)}.'
+        if missing and fits and model.head not in fits:
+            msg += f' It has the modules of head={fits[0]!r}' + (
+                f' (also fits {", ".join(repr(h) for h in fits[1:])})' if fits[1:] else '') + ': use that head.'
         if strict:
             raise RuntimeError(msg + ' Pass pretrained_strict=False (alias strict=False) to load it anyway.')
         _logger.warning(msg + ' Loading non-strict: missing weights keep their random init, unexpected are dropped.')

@@ -1,0 +1,176 @@
+""" Checkpoint layouts of the MSRA and OpenMMLab releases (hrnet.CHECKPOINT_LAYOUTS, sources in docs/checkpoints.md).
+
+Each layout's test checkpoint is the synthetic timm checkpoint renamed through the inverse of the layout's mapping,
+with its own task's head keys (as the sources name them) and its container added. It must be detected, round-trip
+key for key and tensor for tensor, load through create_model(pretrained=True, pretrained_cfg_overlay=dict(file=))
+and through `convert`, and a head it lacks must fail with an error that names the head it fits.
+"""
+import logging
+import re
+from typing import Dict
+
+import pytest
+import torch
+
+import timm
+from timm_hrnet_patch import hrnet
+from timm_hrnet_patch.cli import main as cli
+
+from conftest import assert_loaded, expected_state  # noqa: E402
+from target import skip_unless_package
+
+skip_unless_package()
+
+VARIANT = 'hrnet_w18_small'
+LAYOUTS = list(hrnet.CHECKPOINT_LAYOUTS.values())
+LAYOUT_PARAMS = [pytest.param(layout, id=layout.name) for layout in LAYOUTS]
+# keys of each release's own head, as its source names them (docs/checkpoints.md), and the container it saves in
+FOREIGN_HEADS = {
+    'timm': {},
+    'hrnet-seg': {'model.last_layer.0.weight': (270, 270, 1, 1), 'model.last_layer.3.bias': (19,),
+                  'loss.criterion.weight': (19,)},
+    'pose_hrnet': {'final_layer.weight': (17, 16, 1, 1), 'final_layer.bias': (17,)},
+    'mmpretrain': {'data_preprocessor.mean': (3, 1, 1)},
+    'mmseg': {'decode_head.conv_seg.weight': (19, 270, 1, 1), 'decode_head.convs.0.conv.weight': (270, 270, 3, 3),
+              'auxiliary_head.conv_seg.bias': (19,)},
+    'mmpose': {'head.final_layer.weight': (17, 16, 1, 1), 'head.final_layer.bias': (17,)},
+    'mmpose-0.x': {'keypoint_head.final_layer.weight': (17, 16, 1, 1)},
+}
+CONTAINERS = {'hrnet-seg': None, 'pose_hrnet': None, 'timm': None}  # the others: mmengine's {'meta', 'state_dict'}
+
+
+def to_layout(state_dict: Dict[str, torch.Tensor], layout: hrnet.CheckpointLayout) -> Dict[str, torch.Tensor]:
+    """ A timm state dict in `layout`'s keys: the inverse renames (most specific first), and each conv bias the
+    layout lacks folded into its BatchNorm's running_mean (eval output unchanged; in training BN cancels it)."""
+    state_dict = dict(state_dict)
+    for conv, bn in layout.no_bias:
+        for key in [k for k in state_dict if re.fullmatch(re.escape(conv).replace(r'\*', r'\d+') + 'bias', k)]:
+            mean = hrnet._rename(key[:-len('bias')], [(conv, bn)]) + 'running_mean'
+            state_dict[mean] = state_dict[mean] - state_dict.pop(key)
+    inverse = sorted(((timm_prefix, its) for its, timm_prefix in layout.renames), key=lambda r: -len(r[0]))
+    return {hrnet._rename(k, inverse): v for k, v in state_dict.items()}
+
+
+def foreign_checkpoint(layout: hrnet.CheckpointLayout) -> dict:
+    """ What a user of that release holds: its state dict with its own head keys, in its container."""
+    torch.manual_seed(0)
+    state_dict = to_layout(expected_state(VARIANT, layout.head), layout)
+    state_dict.update({k: torch.randn(shape) for k, shape in FOREIGN_HEADS[layout.name].items()})
+    if layout.name in CONTAINERS:
+        return state_dict
+    return {'meta': {'mmengine_version': '0.10.4', 'epoch': 210}, 'state_dict': state_dict}
+
+
+def expected_after_load(layout: hrnet.CheckpointLayout) -> Dict[str, torch.Tensor]:
+    """ What the model holds after loading the layout's checkpoint: the timm state, each bias the layout lacks
+    zero and folded into its BatchNorm's running_mean."""
+    folded = to_layout(expected_state(VARIANT, layout.head), layout)
+    _, state, _ = hrnet.map_checkpoint(folded, layout.name)
+    return state
+
+
+def test_every_layout_has_a_test_checkpoint():
+    assert set(FOREIGN_HEADS) == set(hrnet.CHECKPOINT_LAYOUTS)
+    for layout in LAYOUTS:
+        assert layout.head in hrnet.HEAD_SPECS
+        assert all(key.startswith(tuple(p for p, _ in layout.drops)) for key in FOREIGN_HEADS[layout.name])
+
+
+@pytest.mark.parametrize('layout', LAYOUT_PARAMS)
+def test_round_trip(layout):
+    """ timm -> layout -> timm is equal key for key; layout -> timm -> layout too. Where the layout lacks conv
+    biases, timm's come back zero, folded into running_mean, and the model computes the same."""
+    timm_state = expected_state(VARIANT, layout.head)
+    foreign = foreign_checkpoint(layout)
+    detected, mapped, notes = hrnet.map_checkpoint(foreign)
+    assert detected is layout
+    assert set(mapped) == set(timm_state)
+    folded = [k for k in timm_state if not torch.equal(mapped[k], timm_state[k])]
+    if not layout.no_bias:
+        assert not folded
+    else:
+        biases = [k for k in folded if k.endswith('.bias')]
+        assert biases and all(not mapped[k].any() for k in biases)
+        assert sorted(notes[f'added: zero biases of convs {layout.name} has without bias (the same function)']) == \
+            sorted(biases)
+        assert sorted(k for k in folded if not k.endswith('.bias')) == sorted(
+            hrnet._rename(k[:-len('bias')], [(c, b) for c, b in layout.no_bias]) + 'running_mean' for k in biases)
+    inner = foreign.get('state_dict', foreign)
+    again = to_layout(mapped, layout)
+    assert set(again) == set(inner) - set(FOREIGN_HEADS[layout.name])
+    assert all(torch.equal(again[k], inner[k]) for k in again)
+    dropped = {k for reason, keys in notes.items() if reason.endswith(f'({layout.name})') for k in keys}
+    assert dropped == set(FOREIGN_HEADS[layout.name])
+
+
+def test_folded_biases_compute_the_same():
+    """ mmpretrain's neck convs have no bias: timm's biases folded into running_mean give the same eval output."""
+    layout = hrnet.CHECKPOINT_LAYOUTS['mmpretrain']
+    original = timm.create_model(VARIANT).eval()
+    original.load_state_dict(expected_state(VARIANT, 'classification'))
+    converted = timm.create_model(VARIANT).eval()
+    converted.load_state_dict(hrnet.checkpoint_filter_fn(foreign_checkpoint(layout), converted))
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(x), original(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('layout', LAYOUT_PARAMS)
+def test_create_model_loads_the_file(layout, tmp_path, caplog):
+    path = tmp_path / f'{layout.name}.pth'
+    torch.save(foreign_checkpoint(layout), str(path))
+    caplog.set_level(logging.INFO, logger=hrnet.__name__)
+    model = timm.create_model(VARIANT, pretrained=True, head=layout.head, pretrained_cfg_overlay=dict(file=str(path)))
+    assert_loaded(model, expected_after_load(layout))
+    if layout.name != 'timm':
+        assert f'({layout.name} layout)' in caplog.text
+
+
+@pytest.mark.parametrize('layout', LAYOUT_PARAMS)
+def test_convert_then_load(layout, tmp_path, capsys):
+    src, dst = tmp_path / f'{layout.name}.pth', tmp_path / 'converted.safetensors'
+    torch.save(foreign_checkpoint(layout), str(src))
+    assert cli(['convert', str(src), str(dst), '--variant', VARIANT, '--head', layout.head]) == 0
+    out = capsys.readouterr().out
+    assert f'layout {layout.name} ({layout.what})' in out
+    for key in FOREIGN_HEADS[layout.name]:
+        assert key in out
+    model = timm.create_model(VARIANT, pretrained=True, head=layout.head, pretrained_cfg_overlay=dict(file=str(dst)))
+    assert_loaded(model, expected_after_load(layout))
+
+
+def test_convert_with_a_forced_layout(tmp_path, capsys):
+    """ An OpenMMLab backbone saved alone matches no signature (no task head to tell): --layout names it."""
+    src, dst = tmp_path / 'backbone.pth', tmp_path / 'converted.safetensors'
+    layout = hrnet.CHECKPOINT_LAYOUTS['mmseg']
+    torch.save({'state_dict': to_layout(expected_state(VARIANT, ''), layout)}, str(src))
+    with pytest.raises(SystemExit, match='layout not recognised.*backbone.conv1.weight'):
+        cli(['convert', str(src), str(dst), '--variant', VARIANT, '--head', ''])
+    assert cli(['convert', str(src), str(dst), '--variant', VARIANT, '--head', '', '--layout', 'mmseg']) == 0
+    assert 'layout mmseg' in capsys.readouterr().out
+    model = timm.create_model(VARIANT, pretrained=True, head='', pretrained_cfg_overlay=dict(file=str(dst)))
+    assert_loaded(model, expected_state(VARIANT, ''))
+
+
+@pytest.mark.parametrize('name, head, fits', [
+    ('pose_hrnet', 'classification', "head='high_res'"),
+    ('mmpose', '', "head='high_res'"),
+    ('hrnet-seg', 'incre', "head='concat' (also fits '', 'high_res')"),
+    ('mmseg', 'classification', "head='concat'"),
+])
+def test_a_head_the_checkpoint_lacks(name, head, fits, tmp_path):
+    layout = hrnet.CHECKPOINT_LAYOUTS[name]
+    path = tmp_path / f'{name}.pth'
+    torch.save(foreign_checkpoint(layout), str(path))
+    with pytest.raises(RuntimeError, match=rf'{re.escape(name)} layout\).*missing keys.*It has the modules of '
+                                           rf'{re.escape(fits)}'):
+        timm.create_model(VARIANT, pretrained=True, head=head, pretrained_cfg_overlay=dict(file=str(path)))
+
+
+def test_unknown_layout_names_keys_and_layouts():
+    state = {f'encoder.{k}': v for k, v in expected_state(VARIANT, '').items()}
+    with pytest.raises(RuntimeError, match='layout not recognised, first keys: encoder.conv1.weight') as e:
+        hrnet.checkpoint_filter_fn(state, timm.create_model(VARIANT))
+    assert all(name in str(e.value) for name in hrnet.CHECKPOINT_LAYOUTS)
+    with pytest.raises(ValueError, match="Unknown HRNet checkpoint layout 'detectron'"):
+        hrnet.map_checkpoint(state, 'detectron')
