@@ -1,19 +1,24 @@
-""" Clients that nobody here wrote, consuming the HRNet contract: segmentation-models-pytorch's `tu-hrnet_*`
-encoders (features_only through timm.create_model, output_stride 16 for DeepLabV3+ and PAN), forward and backward.
+""" Clients that nobody here wrote, consuming the HRNet contract, forward and backward: segmentation-models-pytorch's
+`tu-hrnet_*` encoders (features_only through timm.create_model, output_stride 16 for DeepLabV3+ and PAN) and
+transformers' TimmBackbone (features_only, out_indices as transformers passes them).
 
 They run in tox's `interop` env, which pins the clients and sets HRNET_INTEROP=1: there a missing client fails the
 tests instead of skipping them.
 """
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 if os.environ.get('HRNET_INTEROP') != '1':
     pytest.importorskip('segmentation_models_pytorch', reason='segmentation-models-pytorch: tox -e interop')
+    pytest.importorskip('transformers', reason='transformers: tox -e interop')
 import segmentation_models_pytorch as smp  # noqa: E402
+import transformers  # noqa: E402
 
-from conftest import branch_chs, reduce  # noqa: E402
+from conftest import INCRE_CHS, REDUCTIONS, branch_chs, reduce  # noqa: E402
 
 ENCODERS = ['hrnet_w18_small', 'hrnet_w18']
 # architecture: (input sizes it allows here; PAN's pyramid attention pools the stride 16 map by 8: 128 and up)
@@ -52,3 +57,32 @@ def test_smp_encoder_channels_follow_the_variant():
     """ feature_location 'incre' (smp's default) gives 128-1024 channels whatever the width; '' the branch widths."""
     encoder = smp.encoders.get_encoder('tu-hrnet_w18', feature_location='')
     assert list(encoder.out_channels)[2:] == branch_chs('hrnet_w18')
+
+
+@pytest.mark.parametrize('out_indices', [None, (1, 2, 3, 4)], ids=['default', '1-4'])
+@pytest.mark.parametrize('encoder', ENCODERS)
+def test_transformers_timm_backbone(encoder, out_indices):
+    """ TimmBackbone builds features_only with out_indices (-1,) by default: the deepest incre map alone."""
+    torch.manual_seed(0)
+    config = transformers.TimmBackboneConfig(backbone=encoder, **({'out_indices': out_indices} if out_indices else {}))
+    model = transformers.TimmBackbone(config).train()
+    taken = out_indices or (4,)
+    size = (80, 112)
+    assert list(model.channels) == [[64, *INCRE_CHS][i] for i in taken]
+    maps = model(torch.randn(2, 3, *size)).feature_maps
+    assert [tuple(m.shape) for m in maps] == [(2, [64, *INCRE_CHS][i], *reduce(*size, REDUCTIONS[i])) for i in taken]
+    sum(m.square().mean() for m in maps).backward()
+    assert not [n for n, p in model.named_parameters() if p.grad is None]
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_transformers_first_gets_the_fixed_model():
+    """ transformers probes timm with importlib.util.find_spec before importing it; the start-up hook must still
+    patch (a fresh interpreter, transformers imported before timm)."""
+    out = subprocess.run([sys.executable, '-c', (
+        'import sys; from transformers import TimmBackbone, TimmBackboneConfig\n'
+        'm = TimmBackbone(TimmBackboneConfig(backbone="hrnet_w18_small"))\n'
+        'print(type(m._backbone).__module__, m._backbone.unbuilt_prefixes()[:1])')],
+        capture_output=True, text=True, env=dict(os.environ, TIMM_HRNET_PATCH='1'))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == 'timm_hrnet_patch.hrnet'
