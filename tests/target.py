@@ -28,3 +28,7 @@ def skip_unless_package() -> None:
     if UNDER_TEST != 'package':
         pytest.skip(f'tests the timm_hrnet_patch package, not timm.models.hrnet (HRNET_UNDER_TEST={UNDER_TEST})',
                     allow_module_level=True)
+
+
+PACKAGE_ONLY = pytest.mark.skipif(
+    UNDER_TEST != 'package', reason=f'tests the timm_hrnet_patch package (HRNET_UNDER_TEST={UNDER_TEST})')

@@ -7,35 +7,48 @@ and through `convert`, and a head it lacks must fail with an error that names th
 """
 import logging
 import re
-from typing import Dict
+from typing import Dict, Optional
 
 import pytest
 import torch
 
 import timm
-from timm_hrnet_patch import hrnet
-from timm_hrnet_patch.cli import main as cli
 
-from conftest import assert_loaded, expected_state  # noqa: E402
-from target import skip_unless_package
+from conftest import assert_loaded, expected_state
+from target import PACKAGE_ONLY, UNDER_TEST, hrnet
 
-skip_unless_package()
+if UNDER_TEST == 'package':
+    from timm_hrnet_patch.cli import main as cli
 
 VARIANT = 'hrnet_w18_small'
 LAYOUTS = list(hrnet.CHECKPOINT_LAYOUTS.values())
 LAYOUT_PARAMS = [pytest.param(layout, id=layout.name) for layout in LAYOUTS]
-# keys of each release's own head, as its source names them (docs/checkpoints.md), and the container it saves in
+def _bn(prefix: str, chs: int) -> Dict[str, tuple]:
+    return {f'{prefix}{n}': (chs,) for n in ('weight', 'bias', 'running_mean', 'running_var')} | {
+        f'{prefix}num_batches_tracked': ()}
+
+
+# each release's own task head for VARIANT (16-128 channels, 19 classes, 17 joints), keys as its source names them
+# (docs/checkpoints.md), and the container it saves in
 FOREIGN_HEADS = {
     'timm': {},
-    'hrnet-seg': {'model.last_layer.0.weight': (270, 270, 1, 1), 'model.last_layer.3.bias': (19,),
-                  'loss.criterion.weight': (19,)},
+    # seg_hrnet.py's last_layer, and Cityscapes' class weights in the loss (FullModel)
+    'hrnet-seg': {'model.last_layer.0.weight': (240, 240, 1, 1), 'model.last_layer.0.bias': (240,),
+                  **_bn('model.last_layer.1.', 240), 'model.last_layer.3.weight': (19, 240, 1, 1),
+                  'model.last_layer.3.bias': (19,), 'loss.criterion.weight': (19,)},
     'pose_hrnet': {'final_layer.weight': (17, 16, 1, 1), 'final_layer.bias': (17,)},
-    'mmpretrain': {'data_preprocessor.mean': (3, 1, 1)},
-    'mmseg': {'decode_head.conv_seg.weight': (19, 270, 1, 1), 'decode_head.convs.0.conv.weight': (270, 270, 3, 3),
-              'auxiliary_head.conv_seg.bias': (19,)},
+    'mmpretrain': {},
+    # fcn_hr18.py: FCNHead with one conv
+    'mmseg': {'decode_head.convs.0.conv.weight': (240, 240, 3, 3), **_bn('decode_head.convs.0.bn.', 240),
+              'decode_head.conv_seg.weight': (19, 240, 1, 1), 'decode_head.conv_seg.bias': (19,)},
     'mmpose': {'head.final_layer.weight': (17, 16, 1, 1), 'head.final_layer.bias': (17,)},
-    'mmpose-0.x': {'keypoint_head.final_layer.weight': (17, 16, 1, 1)},
+    'mmpose-0.x': {'keypoint_head.final_layer.weight': (17, 16, 1, 1), 'keypoint_head.final_layer.bias': (17,)},
 }
+# seg_hrnet_ocr.py's heads (a sample of their keys) in place of last_layer
+OCR_HEAD = {'model.conv3x3_ocr.0.weight': (512, 240, 3, 3), **_bn('model.conv3x3_ocr.1.', 512),
+            'model.ocr_distri_head.object_context_block.f_pixel.1.0.weight': (256,),
+            'model.ocr_distri_head.conv_bn_dropout.0.weight': (512, 1024, 1, 1),
+            'model.cls_head.weight': (19, 512, 1, 1), 'model.aux_head.3.bias': (19,), 'loss.criterion.weight': (19,)}
 CONTAINERS = {'hrnet-seg': None, 'pose_hrnet': None, 'timm': None}  # the others: mmengine's {'meta', 'state_dict'}
 
 
@@ -51,11 +64,13 @@ def to_layout(state_dict: Dict[str, torch.Tensor], layout: hrnet.CheckpointLayou
     return {hrnet._rename(k, inverse): v for k, v in state_dict.items()}
 
 
-def foreign_checkpoint(layout: hrnet.CheckpointLayout) -> dict:
-    """ What a user of that release holds: its state dict with its own head keys, in its container."""
+def foreign_checkpoint(layout: hrnet.CheckpointLayout, head: Optional[Dict[str, tuple]] = None) -> dict:
+    """ What a user of that release holds: its state dict with its own head keys (`head`, default the layout's
+    FOREIGN_HEADS), in its container."""
     torch.manual_seed(0)
     state_dict = to_layout(expected_state(VARIANT, layout.head), layout)
-    state_dict.update({k: torch.randn(shape) for k, shape in FOREIGN_HEADS[layout.name].items()})
+    head = FOREIGN_HEADS[layout.name] if head is None else head
+    state_dict.update({k: torch.randn(shape) if shape else torch.tensor(3) for k, shape in head.items()})
     if layout.name in CONTAINERS:
         return state_dict
     return {'meta': {'mmengine_version': '0.10.4', 'epoch': 210}, 'state_dict': state_dict}
@@ -103,6 +118,17 @@ def test_round_trip(layout):
     assert dropped == set(FOREIGN_HEADS[layout.name])
 
 
+def test_ocr_checkpoint(tmp_path, caplog):
+    """ HRNet-OCR's segmentation heads are dropped as well, each module named in the log."""
+    path = tmp_path / 'ocr.pth'
+    torch.save(foreign_checkpoint(hrnet.CHECKPOINT_LAYOUTS['hrnet-seg'], OCR_HEAD), str(path))
+    caplog.set_level(logging.INFO, logger=hrnet.__name__)
+    model = timm.create_model(VARIANT, pretrained=True, head='concat', pretrained_cfg_overlay=dict(file=str(path)))
+    assert_loaded(model, expected_state(VARIANT, 'concat'))
+    for what, count in [('OCR head', 9), ('OCR auxiliary head', 1), ('loss class weights', 1)]:
+        assert f'dropped: {what} (hrnet-seg) ({count})' in caplog.text
+
+
 def test_folded_biases_compute_the_same():
     """ mmpretrain's neck convs have no bias: timm's biases folded into running_mean give the same eval output."""
     layout = hrnet.CHECKPOINT_LAYOUTS['mmpretrain']
@@ -126,19 +152,22 @@ def test_create_model_loads_the_file(layout, tmp_path, caplog):
         assert f'({layout.name} layout)' in caplog.text
 
 
+@PACKAGE_ONLY
 @pytest.mark.parametrize('layout', LAYOUT_PARAMS)
 def test_convert_then_load(layout, tmp_path, capsys):
     src, dst = tmp_path / f'{layout.name}.pth', tmp_path / 'converted.safetensors'
     torch.save(foreign_checkpoint(layout), str(src))
     assert cli(['convert', str(src), str(dst), '--variant', VARIANT, '--head', layout.head]) == 0
     out = capsys.readouterr().out
-    assert f'layout {layout.name} ({layout.what})' in out
-    for key in FOREIGN_HEADS[layout.name]:
-        assert key in out
+    assert f'layout {layout.name} ({layout.what}), detected' in out
+    for what in {w for p, w in layout.drops if any(k.startswith(p) for k in FOREIGN_HEADS[layout.name])}:
+        count = sum(1 for k in FOREIGN_HEADS[layout.name] for p, w in layout.drops if w == what and k.startswith(p))
+        assert f'dropped: {what} ({layout.name}) ({count}): ' in out
     model = timm.create_model(VARIANT, pretrained=True, head=layout.head, pretrained_cfg_overlay=dict(file=str(dst)))
     assert_loaded(model, expected_after_load(layout))
 
 
+@PACKAGE_ONLY
 def test_convert_with_a_forced_layout(tmp_path, capsys):
     """ An OpenMMLab backbone saved alone matches no signature (no task head to tell): --layout names it."""
     src, dst = tmp_path / 'backbone.pth', tmp_path / 'converted.safetensors'
