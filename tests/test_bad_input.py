@@ -124,6 +124,8 @@ ARGS = {  # README row: (create_model kwargs, message of the ValueError)
     'out_indices out of range': (dict(features_only=True, out_indices=(1, 5)), r'out_indices must be distinct ints'),
     'out_indices repeated': (dict(features_only=True, out_indices=(1, -4)), r'got \(1, -4\)'),
     'output_stride other than 8, 16, 32': (dict(output_stride=4), r'supports output_stride \(8, 16, 32\), got 4'),
+    "upsample_mode typo (upsample_mode='bilnear')": (
+        dict(upsample_mode='bilnear'), r"Unknown HRNet upsample_mode 'bilnear', valid values are \('nearest'"),
 }
 
 

@@ -11,6 +11,7 @@ from typing import Dict, Optional
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import timm
 
@@ -203,3 +204,66 @@ def test_unknown_layout_names_keys_and_layouts():
     assert all(name in str(e.value) for name in hrnet.CHECKPOINT_LAYOUTS)
     with pytest.raises(ValueError, match="Unknown HRNet checkpoint layout 'detectron'"):
         hrnet.map_checkpoint(state, 'detectron')
+
+
+# the fuse layers' upsampling of each mode, as the sources call F.interpolate / nn.Upsample (docs/checkpoints.md)
+UPSAMPLING = {'nearest': dict(mode='nearest'), 'bilinear': dict(mode='bilinear', align_corners=False),
+              'bilinear_aligned': dict(mode='bilinear', align_corners=True)}
+
+
+@pytest.mark.parametrize('mode', list(UPSAMPLING))
+def test_upsample_modes(mode):
+    """ The last stage 4 module on odd-sized maps: each output is the ReLU of its own map plus the others brought to
+    its size, upsampled as the mode's source does. The whole model differs from the nearest one but for 'nearest'."""
+    assert set(UPSAMPLING) == set(hrnet.UPSAMPLE_MODES)
+    torch.manual_seed(0)
+    model = timm.create_model(VARIANT, head='concat', upsample_mode=mode).eval()
+    module = model.stage4[-1]
+    xs = [torch.randn(1, c, h, w) for c, (h, w) in zip([16, 32, 64, 128], [(15, 13), (8, 7), (4, 4), (2, 2)])]
+    with torch.no_grad():
+        got = module([x.clone() for x in xs])
+        ys = [branch(x) for branch, x in zip(module.branches, xs)]
+        for i in range(4):
+            terms = [module.fuse_layers[i][j](ys[j]) for j in range(4)]
+            terms = [F.interpolate(t, size=ys[i].shape[-2:], **UPSAMPLING[mode]) if j > i else t
+                     for j, t in enumerate(terms)]
+            assert torch.equal(got[i], torch.relu(sum(terms))), (mode, i)
+        nearest = timm.create_model(VARIANT, head='concat').eval()
+        nearest.load_state_dict(model.state_dict())
+        x = torch.randn(1, 3, 60, 52)
+        assert (mode == 'nearest') == torch.equal(model.forward_features(x), nearest.forward_features(x))
+        branches = timm.create_model(VARIANT, head='', upsample_mode=mode).eval()
+        branches.load_state_dict(model.state_dict())
+        yl = branches.forward_features(x)
+        aligned = UPSAMPLING[mode].get('align_corners', False)  # 'concat' is bilinear in every mode
+        assert torch.equal(model.forward_features(x), torch.cat([yl[0]] + [
+            F.interpolate(y, size=yl[0].shape[-2:], mode='bilinear', align_corners=aligned) for y in yl[1:]], dim=1))
+
+
+@pytest.mark.parametrize('name', ['hrnet-seg', 'mmseg', 'mmpose'])
+def test_upsample_mode_of_the_source(name, tmp_path, caplog):
+    """ The weights of a model that upsampled otherwise load, with a warning naming its mode; with that mode,
+    silently."""
+    layout = hrnet.CHECKPOINT_LAYOUTS[name]
+    path = tmp_path / f'{name}.pth'
+    torch.save(foreign_checkpoint(layout), str(path))
+    other = 'nearest' if layout.upsample_mode != 'nearest' else 'bilinear'
+    for mode in (other, layout.upsample_mode):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            model = timm.create_model(VARIANT, pretrained=True, head=layout.head, upsample_mode=mode,
+                                      pretrained_cfg_overlay=dict(file=str(path)))
+        assert_loaded(model, expected_after_load(layout))
+        warned = [r.getMessage() for r in caplog.records if 'upsample_mode' in r.getMessage()]
+        assert len(warned) == (mode == other), warned
+        if warned:
+            assert f'Create the model with upsample_mode={layout.upsample_mode!r}' in warned[0]
+
+
+def test_no_bias_layout_into_a_model_without_those_biases():
+    """ hrnet_w18_ssld's head convs have no bias either: the zero biases are not added to it."""
+    state = expected_state('hrnet_w18_ssld', 'classification')
+    assert not any(k.endswith('.0.bias') and k.startswith(('downsamp_modules.', 'final_layer.')) for k in state)
+    model = timm.create_model('hrnet_w18_ssld')
+    loaded = hrnet.checkpoint_filter_fn(to_layout(state, hrnet.CHECKPOINT_LAYOUTS['mmpretrain']), model)
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], v) for k, v in state.items())

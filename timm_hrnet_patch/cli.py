@@ -177,10 +177,10 @@ def convert(args: argparse.Namespace) -> int:
     raw = _load_any(args.src)
     if not isinstance(raw, dict):
         raise SystemExit(f'error: {args.src} holds a {type(raw).__name__}, not a state dict')
-    with torch.device('meta'):
-        model = timm.create_model(args.variant, head=args.head)
     try:
         layout, mapped, notes = map_checkpoint(raw, args.layout)
+        with torch.device('meta'):
+            model = timm.create_model(args.variant, head=args.head, upsample_mode=layout.upsample_mode)
         state_dict = checkpoint_filter_fn(raw, model, layout=layout.name)
         tensors = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
         if len(tensors) != len(state_dict):
@@ -194,6 +194,9 @@ def convert(args: argparse.Namespace) -> int:
     safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, args.dst)
     print(f'read {args.src}: layout {layout.name} ({layout.what}), {"forced" if args.layout else "detected"}')
     print(f'wrote {args.dst}: {len(tensors)} tensors for {args.variant} (head={args.head!r}), loads strictly')
+    if layout.upsample_mode != 'nearest':
+        print(f'its model upsamples in the fuse layers as upsample_mode={layout.upsample_mode!r}: pass that to '
+              f'timm.create_model to compute what it computed')
     if added:
         notes[f'added: BatchNorm num_batches_tracked counters (0) the source lacks'] = added
     unbuilt = _unbuilt_keys(mapped, tensors, model.unbuilt_prefixes())

@@ -39,6 +39,14 @@ _logger = logging.getLogger(__name__)
 _TRUNK = ('conv2', 'bn2', 'act2', 'layer1', 'transition1', 'stage2', 'transition2', 'stage3', 'transition3', 'stage4')
 _INCRE_CHS = (128, 256, 512, 1024)  # incre module output channels per branch (Bottleneck, 4x expansion)
 OUTPUT_STRIDES = (8, 16, 32)
+# upsample_mode: F.interpolate kwargs of the fuse layers' upsampling; the 'concat' head upsamples bilinearly, with
+# align_corners=True for 'bilinear_aligned' only. The releases differ (CHECKPOINT_LAYOUTS): the classification and
+# pose models use 'nearest', mmseg 'bilinear', HRNet-Semantic-Segmentation 'bilinear_aligned' by default.
+UPSAMPLE_MODES: Dict[str, Dict[str, Any]] = {
+    'nearest': dict(mode='nearest'),
+    'bilinear': dict(mode='bilinear', align_corners=False),
+    'bilinear_aligned': dict(mode='bilinear', align_corners=True),
+}
 
 
 def _branch_dilations(output_stride: int) -> Tuple[int, ...]:
@@ -439,12 +447,14 @@ class HighResolutionModule(nn.Module):
             multi_scale_output: bool = True,
             outputs: Optional[Sequence[int]] = None,
             dilations: Sequence[int] = (1, 1, 1, 1),
+            upsample_mode: str = 'nearest',
             device=None,
             dtype=None,
     ):
         """ outputs: the branches whose fused maps forward returns (default: all, or only 0 when not
         multi_scale_output); only their fuse layers are built, the others' slots hold an nn.Identity.
-        dilations: of each branch's convolutions (output_stride < 32, see _branch_dilations). """
+        dilations: of each branch's convolutions (output_stride < 32, see _branch_dilations).
+        upsample_mode: how the fuse layers upsample the lower resolution maps, an UPSAMPLE_MODES key. """
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self._check_branches(
@@ -461,6 +471,7 @@ class HighResolutionModule(nn.Module):
 
         self.multi_scale_output = multi_scale_output
         self.dilations = tuple(dilations)
+        self.upsample = UPSAMPLE_MODES[upsample_mode]
         if outputs is None:
             outputs = range(num_branches) if multi_scale_output else (0,)
         self.outputs = tuple(sorted(outputs))
@@ -580,7 +591,7 @@ class HighResolutionModule(nn.Module):
             for j, f in enumerate(fuse_outer):
                 z = f(x[j])
                 if j > i:
-                    z = F.interpolate(z, size=x[i].shape[-2:], mode='nearest')
+                    z = F.interpolate(z, size=x[i].shape[-2:], **self.upsample)
                 y = z if y is None else y + z
             x_fuse.append(self.fuse_act(y))
         return x_fuse
@@ -632,6 +643,7 @@ class HighResolutionNet(nn.Module):
             drop_rate: float = 0.0,
             head: str = 'classification',
             branch_outputs: Optional[Sequence[int]] = None,
+            upsample_mode: str = 'nearest',
             device=None,
             dtype=None,
             **kwargs,
@@ -645,9 +657,12 @@ class HighResolutionNet(nn.Module):
                 'classification' only.
             branch_outputs: the head's final-stage branches (0-3) to compute, default all the head uses. Only
                 what these outputs need is built (features_only out_indices), so every parameter gets a gradient.
+            upsample_mode: the fuse layers' upsampling, see UPSAMPLE_MODES: 'nearest' (timm's weights), 'bilinear'
+                (mmseg's) or 'bilinear_aligned' (HRNet-Semantic-Segmentation's). The parameters are the same.
 
         Raises:
-            ValueError: unknown head, invalid in_chans / num_classes / branch_outputs / output_stride (8, 16, 32).
+            ValueError: unknown head or upsample_mode, invalid in_chans / num_classes / branch_outputs /
+                output_stride (8, 16, 32).
             TypeError: kwargs that are not architecture cfg entries.
         """
         dd = {'device': device, 'dtype': dtype}
@@ -667,8 +682,12 @@ class HighResolutionNet(nn.Module):
                 f'{" (all of them)" if spec.classifier else ""}, got {branch_outputs}.')
         if output_stride not in OUTPUT_STRIDES:
             raise ValueError(f'HRNet supports output_stride {OUTPUT_STRIDES}, got {output_stride!r}.')
+        if upsample_mode not in UPSAMPLE_MODES:
+            raise ValueError(
+                f'Unknown HRNet upsample_mode {upsample_mode!r}, valid values are {tuple(UPSAMPLE_MODES)}.')
         self.output_stride = output_stride
         self.dilations = _branch_dilations(output_stride)
+        self.upsample_mode = upsample_mode
         self.num_classes = num_classes
         self.in_chans = in_chans
 
@@ -864,6 +883,7 @@ class HighResolutionNet(nn.Module):
                 fuse_method,
                 outputs=outputs if i == num_modules - 1 else None,
                 dilations=self.dilations,
+                upsample_mode=self.upsample_mode,
                 device=device,
                 dtype=dtype,
             ))
@@ -991,8 +1011,10 @@ class HighResolutionNet(nn.Module):
             return yl[0]
         if output == 'concat':  # as mmseg's resize_concat and mmpose's FeatureMapProcessor(concat=True)
             size = yl[0].shape[-2:]
+            align_corners = UPSAMPLE_MODES[self.upsample_mode].get('align_corners', False)
             return torch.cat(
-                [yl[0]] + [F.interpolate(y, size=size, mode='bilinear', align_corners=False) for y in yl[1:]], dim=1)
+                [yl[0]] + [F.interpolate(y, size=size, mode='bilinear', align_corners=align_corners) for y in yl[1:]],
+                dim=1)
         return yl if incre_done else self._forward_incre(yl)
 
     def forward_features(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
@@ -1204,6 +1226,7 @@ class CheckpointLayout:
     # (timm conv prefix, its BatchNorm's prefix) of convs the layout has without bias: loaded with a zero bias,
     # which is exactly its model (a conv without bias); converting to it folds the bias into the BN running_mean
     no_bias: Tuple[Tuple[str, str], ...] = ()
+    upsample_mode: str = 'nearest'  # its model's fuse upsampling (UPSAMPLE_MODES), a model kwarg in timm
 
 
 _OPENMMLAB_DROPS = (('data_preprocessor.', 'input normalisation buffers'),)
@@ -1214,7 +1237,8 @@ CHECKPOINT_LAYOUTS: Dict[str, CheckpointLayout] = {layout.name: layout for layou
         renames=(('model.', ''),),
         drops=(('model.last_layer.', 'segmentation head'), ('model.aux_head.', 'OCR auxiliary head'),
                ('model.conv3x3_ocr.', 'OCR head'), ('model.ocr_distri_head.', 'OCR head'),
-               ('model.cls_head.', 'OCR head'), ('loss.', 'loss class weights'))),
+               ('model.cls_head.', 'OCR head'), ('loss.', 'loss class weights')),
+        upsample_mode='bilinear_aligned'),  # its default MODEL.ALIGN_CORNERS; some configs set False: 'bilinear'
     CheckpointLayout(
         'pose_hrnet', 'deep-high-resolution-net pose model (HRNetV1 backbone)', 'high_res',
         ('conv1.weight', 'final_layer.weight'), drops=(('final_layer.', 'keypoint head'),)),
@@ -1231,7 +1255,8 @@ CHECKPOINT_LAYOUTS: Dict[str, CheckpointLayout] = {layout.name: layout for layou
     CheckpointLayout(
         'mmseg', 'mmsegmentation segmentor', 'concat', ('backbone.conv1.weight', 'decode_head.'),
         renames=(('backbone.', ''),),
-        drops=(('decode_head.', 'decode head'), ('auxiliary_head.', 'auxiliary head'), *_OPENMMLAB_DROPS)),
+        drops=(('decode_head.', 'decode head'), ('auxiliary_head.', 'auxiliary head'), *_OPENMMLAB_DROPS),
+        upsample_mode='bilinear'),
     CheckpointLayout(
         'mmpose', 'mmpose top-down model (HRNetV1 backbone)', 'high_res', ('backbone.conv1.weight', 'head.'),
         renames=(('backbone.', ''),), drops=(('head.', 'keypoint head'), *_OPENMMLAB_DROPS)),
@@ -1268,6 +1293,9 @@ def _unwrap(checkpoint: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, List[
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint.items()}, dropped
 
 
+_ZERO_BIASES = 'added: zero biases of convs {} has without bias (the same function)'
+
+
 def map_checkpoint(
         checkpoint: Dict[str, Any],
         layout: Optional[str] = None,
@@ -1300,10 +1328,9 @@ def map_checkpoint(
     for conv, _ in spec.no_bias:
         for key in [k for k in mapped if re.fullmatch(re.escape(conv).replace(r'\*', r'\d+') + 'weight', k)]:
             bias = key[:-len('weight')] + 'bias'
-            if bias not in mapped:
+            if bias not in mapped and isinstance(mapped[key], torch.Tensor) and mapped[key].dim():  # else refused
                 mapped[bias] = mapped[key].new_zeros(mapped[key].shape[0])
-                notes.setdefault(f'added: zero biases of convs {spec.name} has without bias (the same function)',
-                                 []).append(bias)
+                notes.setdefault(_ZERO_BIASES.format(spec.name), []).append(bias)
     return spec, mapped, notes
 
 
@@ -1325,9 +1352,9 @@ def checkpoint_filter_fn(
     """ Fit an HRNet checkpoint of any CHECKPOINT_LAYOUTS layout to a model's head.
 
     Unwraps 'state_dict' / 'model' containers and a 'module.' prefix, maps the layout's keys onto timm's
-    (map_checkpoint; `layout` forces one, default: detected; what it drops or adds is logged at INFO), then drops exactly the keys of the
-    modules the model was built without (model.unbuilt_prefixes(): head modules its head does not use, the fuse
-    layers and incre modules of outputs it does not compute).
+    (map_checkpoint; `layout` forces one, default: detected; what it drops or adds is logged at INFO), then drops
+    exactly the keys of the modules the model was built without (model.unbuilt_prefixes(): head modules its head
+    does not use, the fuse layers and incre modules of outputs it does not compute).
 
     The rest must then match the model: with strict=True a missing or unexpected key raises a RuntimeError that
     names them and the heads the checkpoint fits, with strict=False they are logged as a warning and the unexpected
@@ -1338,9 +1365,17 @@ def checkpoint_filter_fn(
     if layout.name != 'timm' or notes:
         _logger.info(f'Loading a {layout.what} ({layout.name} layout): '
                      + '; '.join(f'{reason} ({len(keys)})' for reason, keys in notes.items()))
+    if model.upsample_mode != layout.upsample_mode:
+        _logger.warning(
+            f"The {layout.name} layout's model upsamples in its fuse layers as upsample_mode={layout.upsample_mode!r}, "
+            f"this model as {model.upsample_mode!r}: the weights load, but its maps differ from the source model's. "
+            f"Create the model with upsample_mode={layout.upsample_mode!r} to compute what it computed.")
+    model_keys = set(model.state_dict())
+    # zero biases of convs the model has without bias as well (the _ssld variants' head)
+    state_dict = {k: v for k, v in state_dict.items() if k in model_keys or k not in notes.get(
+        _ZERO_BIASES.format(layout.name), ())}
     last_module = model.stage4_cfg['num_modules'] - 1
     fits = sorted(_fitting_heads(list(state_dict), last_module), key=lambda h: h != layout.head)  # its own first
-    model_keys = set(model.state_dict())
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith(model.unbuilt_prefixes())}
 
     exempt = set()
