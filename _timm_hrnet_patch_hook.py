@@ -21,7 +21,7 @@ def enabled() -> bool:
 
 def waiting() -> bool:
     """ Whether the finder is waiting for timm's first import in this interpreter."""
-    return any(isinstance(f, _TimmFinder) for f in sys.meta_path)
+    return any(_is_ours(f) for f in sys.meta_path)
 
 
 def pth_file() -> str:
@@ -50,10 +50,12 @@ class _TimmFinder:
     patch. It stops waiting when timm is found to be absent or its module runs.
     """
 
+    TIMM_HRNET_PATCH_FINDER = True
+
     def find_spec(self, name, path=None, target=None):
         if name != 'timm':
             return None
-        for finder in [f for f in sys.meta_path if f is not self and hasattr(f, 'find_spec')]:
+        for finder in [f for f in sys.meta_path if not _is_ours(f) and hasattr(f, 'find_spec')]:
             spec = finder.find_spec(name, path, target)
             if spec is not None:
                 if hasattr(spec.loader, 'exec_module'):
@@ -65,8 +67,13 @@ class _TimmFinder:
         return None
 
 
+def _is_ours(finder) -> bool:
+    """ A finder of this hook, also from a reloaded copy of this module (another class object)."""
+    return getattr(finder, 'TIMM_HRNET_PATCH_FINDER', False) is True
+
+
 def _stop_waiting() -> None:
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _TimmFinder)]
+    sys.meta_path[:] = [f for f in sys.meta_path if not _is_ours(f)]
 
 
 class _PatchAfterLoad:

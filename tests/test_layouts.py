@@ -197,6 +197,51 @@ def test_a_head_the_checkpoint_lacks(name, head, fits, tmp_path):
         timm.create_model(VARIANT, pretrained=True, head=head, pretrained_cfg_overlay=dict(file=str(path)))
 
 
+@pytest.mark.parametrize('name, keys', [
+    ('Lightning module holding the model as self.model', lambda sd: {'model.' + k: v for k, v in sd.items()}),
+    ("timm's features_only getter (FeatureGetterNet.model)", lambda sd: {'model.' + k: v for k, v in sd.items()}),
+    ('backbone + linear head wrapper', lambda sd: {**{'backbone.' + k: v for k, v in sd.items()},
+                                                   'head.fc.weight': torch.zeros(3, 2048)}),
+])
+def test_other_wrappers_are_not_taken_for_a_release(name, keys):
+    """ A 'model.' or 'backbone.' prefix alone does not make a seg or pose release: no layout is guessed."""
+    state = keys(expected_state(VARIANT, 'classification'))
+    with pytest.raises(hrnet.UnknownLayoutError, match='layout not recognised'):
+        hrnet.map_checkpoint({'state_dict': state, 'epoch': 3})
+
+
+def test_unknown_layout_non_strict(caplog):
+    """ strict=False loads anyway, keys as they are, with the warnings that say so."""
+    state = {f'encoder.{k}': v for k, v in expected_state(VARIANT, '').items()}
+    model = timm.create_model(VARIANT, head='')
+    with caplog.at_level(logging.WARNING):
+        assert hrnet.checkpoint_filter_fn(state, model, strict=False) == {}
+    assert 'layout not recognised' in caplog.text and 'Loading non-strict: missing weights keep' in caplog.text
+
+
+def test_features_only_hint_and_no_hint_for_another_variant(tmp_path):
+    path = tmp_path / 'pose.pth'
+    torch.save(foreign_checkpoint(hrnet.CHECKPOINT_LAYOUTS['pose_hrnet']), str(path))
+    with pytest.raises(RuntimeError, match=r"with features_only, use feature_location='', out_indices=\(0, 1\)"):
+        timm.create_model(VARIANT, pretrained=True, features_only=True, feature_location='', out_indices=(1, 2),
+                          pretrained_cfg_overlay=dict(file=str(path)))
+    other = to_layout(expected_state('hrnet_w18_small_v2', 'high_res'), hrnet.CHECKPOINT_LAYOUTS['pose_hrnet'])
+    with pytest.raises(RuntimeError, match='missing keys') as e:
+        hrnet.checkpoint_filter_fn(other, timm.create_model(VARIANT))
+    assert 'It has the modules' not in str(e.value)
+
+
+@PACKAGE_ONLY
+def test_convert_no_bias_layout_to_an_ssld_variant(tmp_path, capsys):
+    src, dst = tmp_path / 'mmpretrain.pth', tmp_path / 'ssld.safetensors'
+    torch.save({'state_dict': to_layout(expected_state('hrnet_w18_ssld', 'classification'),
+                                        hrnet.CHECKPOINT_LAYOUTS['mmpretrain'])}, str(src))
+    assert cli(['convert', str(src), str(dst), '--variant', 'hrnet_w18_ssld']) == 0
+    assert 'zero biases' not in capsys.readouterr().out
+    model = timm.create_model('hrnet_w18_ssld', pretrained=True, pretrained_cfg_overlay=dict(file=str(dst)))
+    assert_loaded(model, expected_state('hrnet_w18_ssld', 'classification'))
+
+
 def test_unknown_layout_names_keys_and_layouts():
     state = {f'encoder.{k}': v for k, v in expected_state(VARIANT, '').items()}
     with pytest.raises(RuntimeError, match='layout not recognised, first keys: encoder.conv1.weight') as e:
@@ -242,13 +287,13 @@ def test_upsample_modes(mode):
 
 @pytest.mark.parametrize('name', ['hrnet-seg', 'mmseg', 'mmpose'])
 def test_upsample_mode_of_the_source(name, tmp_path, caplog):
-    """ The weights of a model that upsampled otherwise load, with a warning naming its mode; with that mode,
-    silently."""
+    """ The weights of a model that upsampled otherwise load, with a warning naming its mode; with its modes (two for
+    hrnet-seg, whose configs set align_corners either way), silently."""
     layout = hrnet.CHECKPOINT_LAYOUTS[name]
     path = tmp_path / f'{name}.pth'
     torch.save(foreign_checkpoint(layout), str(path))
-    other = 'nearest' if layout.upsample_mode != 'nearest' else 'bilinear'
-    for mode in (other, layout.upsample_mode):
+    other = 'nearest' if layout.upsample_modes[0] != 'nearest' else 'bilinear'
+    for mode in (other, *layout.upsample_modes):
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             model = timm.create_model(VARIANT, pretrained=True, head=layout.head, upsample_mode=mode,
@@ -257,7 +302,7 @@ def test_upsample_mode_of_the_source(name, tmp_path, caplog):
         warned = [r.getMessage() for r in caplog.records if 'upsample_mode' in r.getMessage()]
         assert len(warned) == (mode == other), warned
         if warned:
-            assert f'Create the model with upsample_mode={layout.upsample_mode!r}' in warned[0]
+            assert f'Create the model with upsample_mode={layout.upsample_modes[0]!r}' in warned[0]
 
 
 def test_no_bias_layout_into_a_model_without_those_biases():

@@ -144,3 +144,19 @@ def test_hook_after_a_find_spec_probe():
     ''', '-W', 'ignore', env=dict(os.environ, TIMM_HRNET_PATCH='1'))
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ['True', 'False True timm_hrnet_patch.hrnet']
+
+
+def test_hook_with_two_finders():
+    """ A second finder (install() after reloading the hook module): they skip each other, timm imports patched."""
+    out = _python(f'''
+        import importlib, importlib.util, sys; sys.path.insert(0, {str(HOOK_DIR)!r})
+        import _timm_hrnet_patch_hook as hook
+        hook.install()
+        importlib.reload(hook)
+        sys.meta_path.insert(0, hook._TimmFinder())
+        assert importlib.util.find_spec('timm') is not None
+        import timm
+        print(hook.waiting(), type(timm.create_model('hrnet_w18_small')).__module__)
+    ''', '-W', 'ignore', env=dict(os.environ, TIMM_HRNET_PATCH='1'))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ['False timm_hrnet_patch.hrnet']

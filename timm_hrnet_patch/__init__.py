@@ -9,12 +9,12 @@ import timm.models
 from . import hrnet
 from .hrnet import (
     CHECKPOINT_LAYOUTS, FEATURE_LOCATIONS, HEAD_SPECS, HEADS, HighResolutionNet, HighResolutionNetFeatures,
-    checkpoint_filter_fn, map_checkpoint)
+    UnknownLayoutError, checkpoint_filter_fn, map_checkpoint)
 
 __version__ = '0.1.0'
 __all__ = [
     'CHECKPOINT_LAYOUTS', 'FEATURE_LOCATIONS', 'HEAD_SPECS', 'HEADS', 'HighResolutionNet', 'HighResolutionNetFeatures',
-    'checkpoint_filter_fn', 'is_active', 'map_checkpoint', '__version__']
+    'UnknownLayoutError', 'checkpoint_filter_fn', 'is_active', 'map_checkpoint', '__version__']
 
 
 def is_active() -> bool:

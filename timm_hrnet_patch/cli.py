@@ -180,7 +180,7 @@ def convert(args: argparse.Namespace) -> int:
     try:
         layout, mapped, notes = map_checkpoint(raw, args.layout)
         with torch.device('meta'):
-            model = timm.create_model(args.variant, head=args.head, upsample_mode=layout.upsample_mode)
+            model = timm.create_model(args.variant, head=args.head, upsample_mode=layout.upsample_modes[0])
         state_dict = checkpoint_filter_fn(raw, model, layout=layout.name)
         tensors = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
         if len(tensors) != len(state_dict):
@@ -194,15 +194,17 @@ def convert(args: argparse.Namespace) -> int:
     safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, args.dst)
     print(f'read {args.src}: layout {layout.name} ({layout.what}), {"forced" if args.layout else "detected"}')
     print(f'wrote {args.dst}: {len(tensors)} tensors for {args.variant} (head={args.head!r}), loads strictly')
-    if layout.upsample_mode != 'nearest':
-        print(f'its model upsamples in the fuse layers as upsample_mode={layout.upsample_mode!r}: pass that to '
-              f'timm.create_model to compute what it computed')
+    if layout.upsample_modes != ('nearest',):
+        print(f'its models upsample in the fuse layers as upsample_mode={" or ".join(map(repr, layout.upsample_modes))}'
+              f' (docs/checkpoints.md): pass that to timm.create_model to compute what the source model computed')
     if added:
-        notes[f'added: BatchNorm num_batches_tracked counters (0) the source lacks'] = added
+        notes['added: BatchNorm num_batches_tracked counters (0) the source lacks'] = added
     unbuilt = _unbuilt_keys(mapped, tensors, model.unbuilt_prefixes())
     if unbuilt:
         notes['dropped: keys of modules this head does not build'] = unbuilt
-    for reason, keys in notes.items():
+    notes = {reason: [k for k in keys if not reason.startswith('added: ') or k in tensors]
+             for reason, keys in notes.items()}  # the zero biases a variant without head biases does not take
+    for reason, keys in ((r, k) for r, k in notes.items() if k):
         print(f'{reason} ({len(keys)}): {", ".join(keys[:8])}{", ..." if len(keys) > 8 else ""}')
     return 0
 
@@ -211,9 +213,9 @@ def _unbuilt_keys(mapped: Dict, kept: Dict, unbuilt: Tuple[str, ...]) -> List[st
     """ The modules (with their key counts) of the mapped checkpoint that the model does not build."""
     counts: Dict[str, int] = {}
     for key in mapped:
-        if key not in kept:
-            prefix = next(p for p in unbuilt if key.startswith(p)).rstrip('.')
-            counts[prefix] = counts.get(prefix, 0) + 1
+        prefix = next((p for p in unbuilt if key.startswith(p)), None)
+        if key not in kept and prefix:
+            counts[prefix.rstrip('.')] = counts.get(prefix.rstrip('.'), 0) + 1
     return [f'{m} ({n})' for m, n in sorted(counts.items())]
 
 

@@ -1220,25 +1220,27 @@ class CheckpointLayout:
     name: str
     what: str  # what the checkpoint is, for reports
     head: str  # the timm head whose modules its model has (the most it can load into)
-    signature: Tuple[str, ...]  # key prefixes that all occur in this layout's state dicts
+    # what identifies its state dicts: a key with each of these prefixes ('a|b': a key with a, or one with b)
+    signature: Tuple[str, ...]
     renames: Tuple[Tuple[str, str], ...] = ()  # (its key prefix, timm's), the first that matches applies
     drops: Tuple[Tuple[str, str], ...] = ()  # (its key prefix, what that module is): dropped on load
     # (timm conv prefix, its BatchNorm's prefix) of convs the layout has without bias: loaded with a zero bias,
     # which is exactly its model (a conv without bias); converting to it folds the bias into the BN running_mean
     no_bias: Tuple[Tuple[str, str], ...] = ()
-    upsample_mode: str = 'nearest'  # its model's fuse upsampling (UPSAMPLE_MODES), a model kwarg in timm
+    upsample_modes: Tuple[str, ...] = ('nearest',)  # its models' fuse upsampling (UPSAMPLE_MODES), default first
 
 
 _OPENMMLAB_DROPS = (('data_preprocessor.', 'input normalisation buffers'),)
 CHECKPOINT_LAYOUTS: Dict[str, CheckpointLayout] = {layout.name: layout for layout in (
     # the detection order: the first layout whose signature a state dict has is taken
     CheckpointLayout(
-        'hrnet-seg', 'HRNet-Semantic-Segmentation trained model', 'concat', ('model.conv1.weight',),
+        'hrnet-seg', 'HRNet-Semantic-Segmentation trained model', 'concat',
+        ('model.conv1.weight', 'model.last_layer.|model.cls_head.'),
         renames=(('model.', ''),),
         drops=(('model.last_layer.', 'segmentation head'), ('model.aux_head.', 'OCR auxiliary head'),
                ('model.conv3x3_ocr.', 'OCR head'), ('model.ocr_distri_head.', 'OCR head'),
                ('model.cls_head.', 'OCR head'), ('loss.', 'loss class weights')),
-        upsample_mode='bilinear_aligned'),  # its default MODEL.ALIGN_CORNERS; some configs set False: 'bilinear'
+        upsample_modes=('bilinear_aligned', 'bilinear')),  # MODEL.ALIGN_CORNERS True (default) or False
     CheckpointLayout(
         'pose_hrnet', 'deep-high-resolution-net pose model (HRNetV1 backbone)', 'high_res',
         ('conv1.weight', 'final_layer.weight'), drops=(('final_layer.', 'keypoint head'),)),
@@ -1256,13 +1258,14 @@ CHECKPOINT_LAYOUTS: Dict[str, CheckpointLayout] = {layout.name: layout for layou
         'mmseg', 'mmsegmentation segmentor', 'concat', ('backbone.conv1.weight', 'decode_head.'),
         renames=(('backbone.', ''),),
         drops=(('decode_head.', 'decode head'), ('auxiliary_head.', 'auxiliary head'), *_OPENMMLAB_DROPS),
-        upsample_mode='bilinear'),
+        upsample_modes=('bilinear',)),
     CheckpointLayout(
-        'mmpose', 'mmpose top-down model (HRNetV1 backbone)', 'high_res', ('backbone.conv1.weight', 'head.'),
+        'mmpose', 'mmpose top-down model (HRNetV1 backbone)', 'high_res',
+        ('backbone.conv1.weight', 'head.final_layer.'),
         renames=(('backbone.', ''),), drops=(('head.', 'keypoint head'), *_OPENMMLAB_DROPS)),
     CheckpointLayout(
         'mmpose-0.x', 'mmpose 0.x top-down model (HRNetV1 backbone)', 'high_res',
-        ('backbone.conv1.weight', 'keypoint_head.'),
+        ('backbone.conv1.weight', 'keypoint_head.final_layer.'),
         renames=(('backbone.', ''),), drops=(('keypoint_head.', 'keypoint head'),)),
 )}
 
@@ -1293,6 +1296,10 @@ def _unwrap(checkpoint: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, List[
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint.items()}, dropped
 
 
+class UnknownLayoutError(RuntimeError):
+    """ A checkpoint in none of the CHECKPOINT_LAYOUTS layouts."""
+
+
 _ZERO_BIASES = 'added: zero biases of convs {} has without bias (the same function)'
 
 
@@ -1303,20 +1310,20 @@ def map_checkpoint(
     """ A checkpoint of any CHECKPOINT_LAYOUTS layout (`layout`, or the first whose signature it has) in timm's keys.
 
     Returns the layout, the state dict with timm's keys (no key of the layout's other modules; the zero biases its
-    convs lack added), and what was dropped or added, by reason. Raises ValueError for an unknown layout name and a
-    RuntimeError naming the first keys when no known layout matches.
+    convs lack added), and what was dropped or added, by reason. Raises ValueError for an unknown layout name and an
+    UnknownLayoutError (a RuntimeError) naming the first keys when no known layout matches.
     """
     if layout is not None and layout not in CHECKPOINT_LAYOUTS:
         raise ValueError(f'Unknown HRNet checkpoint layout {layout!r}, known: {", ".join(CHECKPOINT_LAYOUTS)}.')
     state_dict, notes = _unwrap(checkpoint)
     if layout is None:
-        layout = next((n for n, lay in CHECKPOINT_LAYOUTS.items()
-                       if all(any(k.startswith(p) for k in state_dict) for p in lay.signature)), None)
+        layout = next((n for n, lay in CHECKPOINT_LAYOUTS.items() if all(
+            any(k.startswith(tuple(p.split('|'))) for k in state_dict) for p in lay.signature)), None)
         if layout is None:
-            raise RuntimeError(
+            raise UnknownLayoutError(
                 f'Checkpoint layout not recognised, first keys: {", ".join(list(state_dict)[:5])}. Known layouts: '
-                + '; '.join(f"{n} ({lay.what}: {', '.join(lay.signature)}...)" for n, lay in CHECKPOINT_LAYOUTS.items())
-                + '.')
+                + '; '.join(f"{n} ({lay.what}: keys {' and '.join(p.replace('|', ' or ') for p in lay.signature)})"
+                            for n, lay in CHECKPOINT_LAYOUTS.items()) + '.')
     spec = CHECKPOINT_LAYOUTS[layout]
     mapped = {}
     for key, value in state_dict.items():
@@ -1334,13 +1341,33 @@ def map_checkpoint(
     return spec, mapped, notes
 
 
-def _fitting_heads(keys: Sequence[str], last_module: int) -> List[str]:
-    """ The heads whose modules a (timm-keyed) state dict has, for a model with `last_module` + 1 stage 4 modules."""
+def _head_hint(
+        model: HighResolutionNet,
+        mismatched: List[str],
+        keys: Sequence[str],
+        own_head: str,
+) -> str:
+    """ When the missing and unexpected keys (`mismatched`) are all of head modules (and the last stage 4 module's
+    fuse layers), the head whose modules the (timm-keyed) checkpoint `keys` has, its layout's `own_head` first, as
+    advice; else '' (another variant's checkpoint, say)."""
+    last = model.stage4_cfg['num_modules'] - 1
     units = ('downsamp_modules.', 'final_layer.', 'classifier.', *(f'incre_modules.{b}.' for b in range(4)),
-             *(f'stage4.{last_module}.fuse_layers.{b}.' for b in range(4)))
+             *(f'stage4.{last}.fuse_layers.{b}.' for b in range(4)))
+    if not mismatched or not all(k.startswith(units) for k in mismatched):
+        return ''
     present = {u for u in units if any(k.startswith(u) for k in keys)}
-    return [name for name, spec in HEAD_SPECS.items() if all(
-        u in present for u in units if not u.startswith(_unbuilt_prefixes(spec, spec.branches, last_module)))]
+    fits = sorted((name for name, spec in HEAD_SPECS.items() if all(
+        u in present for u in units if not u.startswith(_unbuilt_prefixes(spec, spec.branches, last)))),
+        key=lambda h: h != own_head)
+    if not fits or model.head in fits:  # a checkpoint missing keys of modules it has: no head to advise
+        return ''
+    hint = f' It has the modules of head={fits[0]!r}' + (
+        f' (also fits {", ".join(repr(h) for h in fits[1:])})' if fits[1:] else '')
+    if isinstance(model, HighResolutionNetFeatures):
+        spec = HEAD_SPECS[fits[0]]
+        return hint + (f": with features_only, use feature_location={'incre' if spec.incre else ''!r}, "
+                       f"out_indices={(0, *(b + 1 for b in spec.branches))}.")
+    return hint + ': use that head.'
 
 
 def checkpoint_filter_fn(
@@ -1361,21 +1388,28 @@ def checkpoint_filter_fn(
     ones dropped. Classifier keys are exempt when the model's num_classes differs from the pretrained cfg's, timm
     then re-initialises it, and so are missing BatchNorm `num_batches_tracked` counters, which torch's load fills in.
     """
-    layout, state_dict, notes = map_checkpoint(state_dict, layout)
+    try:
+        layout, state_dict, notes = map_checkpoint(state_dict, layout)
+    except UnknownLayoutError as e:
+        if strict:
+            raise
+        _logger.warning(f'{e} Loading non-strict: its keys are taken as they are (timm layout).')
+        layout, state_dict, notes = map_checkpoint(state_dict, 'timm')
     if layout.name != 'timm' or notes:
         _logger.info(f'Loading a {layout.what} ({layout.name} layout): '
                      + '; '.join(f'{reason} ({len(keys)})' for reason, keys in notes.items()))
-    if model.upsample_mode != layout.upsample_mode:
+    if model.upsample_mode not in layout.upsample_modes:
         _logger.warning(
-            f"The {layout.name} layout's model upsamples in its fuse layers as upsample_mode={layout.upsample_mode!r}, "
-            f"this model as {model.upsample_mode!r}: the weights load, but its maps differ from the source model's. "
-            f"Create the model with upsample_mode={layout.upsample_mode!r} to compute what it computed.")
+            f"{layout.what} models ({layout.name} layout) upsample in their fuse layers as upsample_mode="
+            f"{' or '.join(map(repr, layout.upsample_modes))}, this model as {model.upsample_mode!r}: the weights "
+            f"load, but its maps differ from the source model's. Create the model with upsample_mode="
+            f"{layout.upsample_modes[0]!r} to compute what it computed" + (
+                ' (see docs/checkpoints.md for the other).' if layout.upsample_modes[1:] else '.'))
     model_keys = set(model.state_dict())
     # zero biases of convs the model has without bias as well (the _ssld variants' head)
     state_dict = {k: v for k, v in state_dict.items() if k in model_keys or k not in notes.get(
         _ZERO_BIASES.format(layout.name), ())}
-    last_module = model.stage4_cfg['num_modules'] - 1
-    fits = sorted(_fitting_heads(list(state_dict), last_module), key=lambda h: h != layout.head)  # its own first
+    keys = list(state_dict)
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith(model.unbuilt_prefixes())}
 
     exempt = set()
@@ -1392,9 +1426,8 @@ def checkpoint_filter_fn(
             msg += f' missing keys ({len(missing)}): {_format_keys(missing)}.'
         if unexpected:
             msg += f' unexpected keys ({len(unexpected)}): {_format_keys(unexpected)}.'
-        if missing and fits and model.head not in fits:
-            msg += f' It has the modules of head={fits[0]!r}' + (
-                f' (also fits {", ".join(repr(h) for h in fits[1:])})' if fits[1:] else '') + ': use that head.'
+        if missing:
+            msg += _head_hint(model, missing + unexpected, keys, layout.head)
         if strict:
             raise RuntimeError(msg + ' Pass pretrained_strict=False (alias strict=False) to load it anyway.')
         _logger.warning(msg + ' Loading non-strict: missing weights keep their random init, unexpected are dropped.')
