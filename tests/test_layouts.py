@@ -5,8 +5,10 @@ with its own task's head keys (as the sources name them) and its container added
 key for key and tensor for tensor, load through create_model(pretrained=True, pretrained_cfg_overlay=dict(file=))
 and through `convert`, and a head it lacks must fail with an error that names the head it fits.
 """
+import gzip
 import logging
 import re
+from pathlib import Path
 from typing import Dict, Optional
 
 import pytest
@@ -312,3 +314,31 @@ def test_no_bias_layout_into_a_model_without_those_biases():
     model = timm.create_model('hrnet_w18_ssld')
     loaded = hrnet.checkpoint_filter_fn(to_layout(state, hrnet.CHECKPOINT_LAYOUTS['mmpretrain']), model)
     assert set(loaded) == set(state) and all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+RELEASE_KEYS = Path(__file__).parent / 'data' / 'release_keys'
+RELEASES = {  # file: (layout, timm variant, head), see data/release_keys/README.md
+    'hrnet-image-classification': ('timm', 'hrnet_w48', 'classification'),
+    'hrnet-seg': ('hrnet-seg', 'hrnet_w48', 'concat'),
+    'hrnet-seg-ocr': ('hrnet-seg', 'hrnet_w48', 'concat'),
+    'pose_hrnet': ('pose_hrnet', 'hrnet_w48', 'high_res'),
+    'mmpretrain': ('mmpretrain', 'hrnet_w18', 'classification'),
+    'mmpose': ('mmpose', 'hrnet_w32', 'high_res'),
+}
+
+
+@pytest.mark.parametrize('release', list(RELEASES))
+def test_release_keys(release):
+    """ The keys of a model built by the release's own code map onto exactly timm's model: every key, every shape."""
+    layout, variant, head = RELEASES[release]
+    with gzip.open(RELEASE_KEYS / f'{release}.txt.gz', 'rt') as f:
+        shapes = {k: tuple(int(d) for d in dims.split(',') if d) for k, dims in (line.split(' ') for line in
+                                                                               f.read().splitlines())}
+    state = {k: torch.empty(shape, device='meta') for k, shape in shapes.items()}
+    detected, mapped, notes = hrnet.map_checkpoint(state)
+    assert detected.name == layout
+    with torch.device('meta'):
+        model = timm.create_model(variant, head=head)
+    assert {k: tuple(v.shape) for k, v in mapped.items()} == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    dropped = [k for reason, keys in notes.items() if reason.startswith('dropped: ') for k in keys]
+    assert len(dropped) + len(mapped) - sum(len(k) for r, k in notes.items() if r.startswith('added: ')) == len(state)
