@@ -1400,7 +1400,7 @@ def checkpoint_filter_fn(
                      + '; '.join(f'{reason} ({len(keys)})' for reason, keys in notes.items()))
     if model.upsample_mode not in layout.upsample_modes:
         _logger.warning(
-            f"{layout.what} models ({layout.name} layout) upsample in their fuse layers as upsample_mode="
+            f"The {layout.name} layout's models ({layout.what}) upsample in their fuse layers as upsample_mode="
             f"{' or '.join(map(repr, layout.upsample_modes))}, this model as {model.upsample_mode!r}: the weights "
             f"load, but its maps differ from the source model's. Create the model with upsample_mode="
             f"{layout.upsample_modes[0]!r} to compute what it computed" + (
