@@ -76,6 +76,24 @@ def test_transformers_timm_backbone(encoder, out_indices):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+def test_transformers_output_hidden_states():
+    """ output_hidden_states sets the FeatureDictNet return_layers to every feature module: the stem and the 4 maps
+    when they are built, a ValueError naming what is built when they are not (default out_indices: the last map)."""
+    x = torch.randn(1, 3, 64, 96)
+    model = transformers.TimmBackbone(transformers.TimmBackboneConfig(
+        backbone='hrnet_w18_small', out_indices=(1, 2, 3, 4))).eval()
+    with torch.no_grad():
+        out = model(x, output_hidden_states=True)
+        plain = model(x).feature_maps
+    assert [tuple(h.shape[1:]) for h in out.hidden_states] == [
+        ([64, *INCRE_CHS][i], *reduce(64, 96, REDUCTIONS[i])) for i in range(5)]
+    assert all(torch.equal(a, b) for a, b in zip(out.feature_maps, plain)) and len(plain) == 4
+    assert all(torch.equal(a, b) for a, b in zip(out.hidden_states[1:], plain))
+    last_only = transformers.TimmBackbone(transformers.TimmBackboneConfig(backbone='hrnet_w18_small')).eval()
+    with pytest.raises(ValueError, match=r'feature indices \[1, 2, 3\] are not computed by this model.*\[0, 4\]'):
+        last_only(x, output_hidden_states=True)
+
+
 def test_transformers_first_gets_the_fixed_model():
     """ transformers probes timm with importlib.util.find_spec before importing it; the start-up hook must still
     patch (a fresh interpreter, transformers imported before timm)."""

@@ -1197,12 +1197,23 @@ class HighResolutionNetFeatures(HighResolutionNet):
         )
         self.feature_info = FeatureInfo(self.feature_info, out_indices)
         self._out_indices = list(out_indices)
+        # timm's FeatureDictNet protocol: {module name: output name} of the maps forward returns, None for the
+        # out_indices ones. transformers' TimmBackbone sets all of feature_info's modules for output_hidden_states.
+        self.return_layers: Optional[Dict[str, str]] = None
 
     def forward_features(self, x):
         assert False, 'Not supported'
 
     def forward(self, x) -> List[torch.Tensor]:
-        return self.forward_intermediates(x, self._out_indices, intermediates_only=True)
+        """ The out_indices maps, or those of return_layers' modules (ValueError for one that is not built)."""
+        indices = self._out_indices
+        if self.return_layers is not None:
+            modules = [info['module'] for info in self.feature_info.info]
+            unknown = sorted(set(self.return_layers) - set(modules))
+            if unknown:
+                raise ValueError(f'HRNet return_layers {unknown} are not feature modules, those are {modules}.')
+            indices = sorted(modules.index(m) for m in self.return_layers)
+        return self.forward_intermediates(x, indices, intermediates_only=True)
 
 
 def _format_keys(keys: List[str], limit: int = 10) -> str:
