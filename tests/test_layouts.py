@@ -60,7 +60,7 @@ def to_layout(state_dict: Dict[str, torch.Tensor], layout: hrnet.CheckpointLayou
     layout lacks folded into its BatchNorm's running_mean (eval output unchanged; in training BN cancels it)."""
     state_dict = dict(state_dict)
     for conv, bn in layout.no_bias:
-        for key in [k for k in state_dict if re.fullmatch(re.escape(conv).replace(r'\*', r'\d+') + 'bias', k)]:
+        for key in [k for k in state_dict if re.fullmatch(hrnet._pattern(conv) + 'bias', k)]:
             mean = hrnet._rename(key[:-len('bias')], [(conv, bn)]) + 'running_mean'
             state_dict[mean] = state_dict[mean] - state_dict.pop(key)
     inverse = sorted(((timm_prefix, its) for its, timm_prefix in layout.renames), key=lambda r: -len(r[0]))
@@ -77,6 +77,20 @@ def foreign_checkpoint(layout: hrnet.CheckpointLayout, head: Optional[Dict[str, 
     if layout.name in CONTAINERS:
         return state_dict
     return {'meta': {'mmengine_version': '0.10.4', 'epoch': 210}, 'state_dict': state_dict}
+
+
+@pytest.fixture(scope='session')
+def foreign_file(tmp_path_factory):
+    """ foreign_file(name): the path of layout `name`'s foreign_checkpoint, saved once per session (per worker)."""
+    directory = tmp_path_factory.mktemp('layouts')
+    paths: Dict[str, Path] = {}
+
+    def saved(name: str) -> str:
+        if name not in paths:
+            paths[name] = directory / f'{name}.pth'
+            torch.save(foreign_checkpoint(hrnet.CHECKPOINT_LAYOUTS[name]), str(paths[name]))
+        return str(paths[name])
+    return saved
 
 
 def expected_after_load(layout: hrnet.CheckpointLayout) -> Dict[str, torch.Tensor]:
@@ -145,9 +159,8 @@ def test_folded_biases_compute_the_same():
 
 
 @pytest.mark.parametrize('layout', LAYOUT_PARAMS)
-def test_create_model_loads_the_file(layout, tmp_path, caplog):
-    path = tmp_path / f'{layout.name}.pth'
-    torch.save(foreign_checkpoint(layout), str(path))
+def test_create_model_loads_the_file(layout, foreign_file, caplog):
+    path = foreign_file(layout.name)
     caplog.set_level(logging.INFO, logger=hrnet.__name__)
     model = timm.create_model(VARIANT, pretrained=True, head=layout.head, pretrained_cfg_overlay=dict(file=str(path)))
     assert_loaded(model, expected_after_load(layout))
@@ -157,9 +170,8 @@ def test_create_model_loads_the_file(layout, tmp_path, caplog):
 
 @PACKAGE_ONLY
 @pytest.mark.parametrize('layout', LAYOUT_PARAMS)
-def test_convert_then_load(layout, tmp_path, capsys):
-    src, dst = tmp_path / f'{layout.name}.pth', tmp_path / 'converted.safetensors'
-    torch.save(foreign_checkpoint(layout), str(src))
+def test_convert_then_load(layout, foreign_file, tmp_path, capsys):
+    src, dst = foreign_file(layout.name), tmp_path / 'converted.safetensors'
     assert cli(['convert', str(src), str(dst), '--variant', VARIANT, '--head', layout.head]) == 0
     out = capsys.readouterr().out
     assert f'layout {layout.name} ({layout.what}), detected' in out
@@ -190,10 +202,8 @@ def test_convert_with_a_forced_layout(tmp_path, capsys):
     ('hrnet-seg', 'incre', "head='concat' (also fits '', 'high_res')"),
     ('mmseg', 'classification', "head='concat'"),
 ])
-def test_a_head_the_checkpoint_lacks(name, head, fits, tmp_path):
-    layout = hrnet.CHECKPOINT_LAYOUTS[name]
-    path = tmp_path / f'{name}.pth'
-    torch.save(foreign_checkpoint(layout), str(path))
+def test_a_head_the_checkpoint_lacks(name, head, fits, foreign_file):
+    path = foreign_file(name)
     with pytest.raises(RuntimeError, match=rf'{re.escape(name)} layout\).*missing keys.*It has the modules of '
                                            rf'{re.escape(fits)}'):
         timm.create_model(VARIANT, pretrained=True, head=head, pretrained_cfg_overlay=dict(file=str(path)))
@@ -221,9 +231,8 @@ def test_unknown_layout_non_strict(caplog):
     assert 'layout not recognised' in caplog.text and 'Loading non-strict: missing weights keep' in caplog.text
 
 
-def test_features_only_hint_and_no_hint_for_another_variant(tmp_path):
-    path = tmp_path / 'pose.pth'
-    torch.save(foreign_checkpoint(hrnet.CHECKPOINT_LAYOUTS['pose_hrnet']), str(path))
+def test_features_only_hint_and_no_hint_for_another_variant(foreign_file):
+    path = foreign_file('pose_hrnet')
     with pytest.raises(RuntimeError, match=r"with features_only, use feature_location='', out_indices=\(0, 1\)"):
         timm.create_model(VARIANT, pretrained=True, features_only=True, feature_location='', out_indices=(1, 2),
                           pretrained_cfg_overlay=dict(file=str(path)))
@@ -288,12 +297,11 @@ def test_upsample_modes(mode):
 
 
 @pytest.mark.parametrize('name', ['hrnet-seg', 'mmseg', 'mmpose'])
-def test_upsample_mode_of_the_source(name, tmp_path, caplog):
+def test_upsample_mode_of_the_source(name, foreign_file, caplog):
     """ The weights of a model that upsampled otherwise load, with a warning naming its mode; with its modes (two for
     hrnet-seg, whose configs set align_corners either way), silently."""
     layout = hrnet.CHECKPOINT_LAYOUTS[name]
-    path = tmp_path / f'{name}.pth'
-    torch.save(foreign_checkpoint(layout), str(path))
+    path = foreign_file(name)
     other = 'nearest' if layout.upsample_modes[0] != 'nearest' else 'bilinear'
     for mode in (other, *layout.upsample_modes):
         caplog.clear()

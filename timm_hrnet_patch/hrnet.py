@@ -37,6 +37,7 @@ _BN_MOMENTUM = 0.1
 _logger = logging.getLogger(__name__)
 
 _TRUNK = ('conv2', 'bn2', 'act2', 'layer1', 'transition1', 'stage2', 'transition2', 'stage3', 'transition3', 'stage4')
+_CLASSIFIER_MODULES = ('downsamp_modules.', 'final_layer.', 'classifier.')  # key prefixes of the classification head
 _INCRE_CHS = (128, 256, 512, 1024)  # incre module output channels per branch (Bottleneck, 4x expansion)
 OUTPUT_STRIDES = (8, 16, 32)
 # upsample_mode: F.interpolate kwargs of the fuse layers' upsampling; the 'concat' head upsamples bilinearly, with
@@ -425,7 +426,7 @@ cfg_cls = dict(
 def _unbuilt_prefixes(spec: HeadSpec, branch_outputs: Sequence[int], last_module: int) -> Tuple[str, ...]:
     """ HighResolutionNet.unbuilt_prefixes() of a model with head `spec` computing `branch_outputs`, whose stage 4
     has `last_module` + 1 modules."""
-    prefixes = [] if spec.classifier else ['downsamp_modules.', 'final_layer.', 'classifier.']
+    prefixes = [] if spec.classifier else list(_CLASSIFIER_MODULES)
     not_taken = [b for b in range(4) if b not in branch_outputs]
     if not branch_outputs:
         prefixes += [f'{n}.' for n in _TRUNK]
@@ -1281,10 +1282,15 @@ CHECKPOINT_LAYOUTS: Dict[str, CheckpointLayout] = {layout.name: layout for layou
 )}
 
 
+def _pattern(prefix: str) -> str:
+    """ The regex of a CheckpointLayout key prefix: each '*' a module index, captured."""
+    return re.escape(prefix).replace(r'\*', r'(\d+)')
+
+
 def _rename(key: str, renames: Sequence[Tuple[str, str]]) -> str:
     """ key with the first matching (prefix, replacement) applied; '*' in them is a module index."""
     for src, dst in renames:
-        m = re.match(re.escape(src).replace(r'\*', r'(\d+)'), key)
+        m = re.match(_pattern(src), key)
         if m:
             for index in m.groups():
                 dst = dst.replace('*', index, 1)
@@ -1344,7 +1350,7 @@ def map_checkpoint(
         else:
             mapped[_rename(key, spec.renames)] = value
     for conv, _ in spec.no_bias:
-        for key in [k for k in mapped if re.fullmatch(re.escape(conv).replace(r'\*', r'\d+') + 'weight', k)]:
+        for key in [k for k in mapped if re.fullmatch(_pattern(conv) + 'weight', k)]:
             bias = key[:-len('weight')] + 'bias'
             if bias not in mapped and isinstance(mapped[key], torch.Tensor) and mapped[key].dim():  # else refused
                 mapped[bias] = mapped[key].new_zeros(mapped[key].shape[0])
@@ -1362,7 +1368,7 @@ def _head_hint(
     fuse layers), the head whose modules the (timm-keyed) checkpoint `keys` has, its layout's `own_head` first, as
     advice; else '' (another variant's checkpoint, say)."""
     last = model.stage4_cfg['num_modules'] - 1
-    units = ('downsamp_modules.', 'final_layer.', 'classifier.', *(f'incre_modules.{b}.' for b in range(4)),
+    units = (*_CLASSIFIER_MODULES, *(f'incre_modules.{b}.' for b in range(4)),
              *(f'stage4.{last}.fuse_layers.{b}.' for b in range(4)))
     if not mismatched or not all(k.startswith(units) for k in mismatched):
         return ''
