@@ -191,14 +191,14 @@ def test_device_dtype_kwargs(head):
 
 @pytest.mark.parametrize('head', HEADS)
 def test_fx_symbolic_trace(head):
-    """ torch.fx traces every head (timm's FX feature extraction), input checks included: they run in the graph."""
+    """ torch.fx traces every head (timm's FX feature extraction). The package's input check is a forward pre-hook,
+    which a traced graph does not record."""
     model = timm.create_model('hrnet_w18_small', head=head).eval()
     traced = torch.fx.symbolic_trace(model)
     x = torch.randn(1, 3, 48, 40)
     with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(listed(traced(x)), listed(model(x))))
-    with pytest.raises(ValueError, match=r'expects input of shape \(B, 3, H, W\)'):
-        traced(torch.randn(1, 1, 48, 40))
+        expected, got = listed(model(x)), listed(traced(x))
+    assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
 
 
 def test_features_return_layers():

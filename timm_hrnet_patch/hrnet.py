@@ -14,7 +14,6 @@ Original header:
 """
 import logging
 import re
-from copy import deepcopy
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
@@ -28,8 +27,8 @@ from timm.models._builder import pretrained_cfg_for_features
 from timm.models._features import FeatureInfo
 from timm.models._registry import generate_default_cfgs
 from ._compat import (  # older timm lacks some of these, timm >= 1.0.31 provides them all
-    BasicBlock, Bottleneck, create_classifier, feature_take_indices, get_device_dtype, register_model)
-from ._meta_load import build_model_with_cfg  # timm's, with pretrained models built on meta (no random init)
+    BasicBlock, Bottleneck, create_classifier, feature_take_indices, get_device_dtype)
+from ._policy import build_model_with_cfg, register_model  # timm's, with this package's policy around them
 
 __all__ = ['HighResolutionNet', 'HighResolutionNetFeatures']  # model_registry will add each entrypoint fn to this
 
@@ -609,23 +608,6 @@ class SequentialList(nn.Sequential):
         return x
 
 
-def _check_input(x: torch.Tensor, in_chans: int, train_stride: int) -> None:
-    """ Raise a ValueError for an input that is not (B, in_chans, H, W) or, when training a trunk whose deepest maps
-    are at `train_stride` (0: not training), one whose deepest maps hold a single value per channel (BatchNorm
-    cannot normalise it)."""
-    if x.ndim != 4 or x.shape[1] != in_chans:
-        raise ValueError(
-            f'HRNet expects input of shape (B, {in_chans}, H, W) (in_chans={in_chans}), got {tuple(x.shape)}.')
-    s = train_stride
-    if s and x.shape[0] * ((x.shape[2] + s - 1) // s) * ((x.shape[3] + s - 1) // s) == 1:
-        raise ValueError(
-            f'HRNet in training needs more than one value per channel at stride {s} for BatchNorm, got input '
-            f'{tuple(x.shape)}: use a batch > 1 or an input larger than {s} x {s}.')
-
-
-torch.fx.wrap('_check_input')  # FX tracing records a call to it, checked when the traced graph runs
-
-
 block_types_dict = {
     'BASIC': BasicBlock,
     'BOTTLENECK': Bottleneck
@@ -662,8 +644,7 @@ class HighResolutionNet(nn.Module):
                 (mmseg's) or 'bilinear_aligned' (HRNet-Semantic-Segmentation's). The parameters are the same.
 
         Raises:
-            ValueError: unknown head or upsample_mode, invalid in_chans / num_classes / branch_outputs /
-                output_stride (8, 16, 32).
+            ValueError: unknown head or upsample_mode, invalid branch_outputs or output_stride (8, 16, 32).
             TypeError: kwargs that are not architecture cfg entries.
         """
         dd = {'device': device, 'dtype': dtype}
@@ -672,10 +653,6 @@ class HighResolutionNet(nn.Module):
         if not isinstance(head, str) or head not in HEADS:
             raise ValueError(f"Unknown HRNet head {head!r}, valid values are {HEADS} (None is an alias of '').")
         spec = HEAD_SPECS[head]
-        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f'HRNet in_chans must be a positive int, got {in_chans!r}.')
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f'HRNet num_classes must be an int >= 0 (0: no classifier), got {num_classes!r}.')
         branch_outputs = spec.branches if branch_outputs is None else tuple(sorted(set(branch_outputs)))
         if not set(branch_outputs) <= set(spec.branches) or (spec.classifier and branch_outputs != spec.branches):
             raise ValueError(
@@ -697,7 +674,7 @@ class HighResolutionNet(nn.Module):
         if unknown_kwargs:
             raise TypeError(
                 f'{type(self).__name__}.__init__() got unexpected keyword argument(s): {sorted(unknown_kwargs)}')
-        cfg = deepcopy(dict(cfg, **kwargs))
+        cfg = dict(cfg, **kwargs)
         stem_width = cfg['stem_width']
         self.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=2, padding=1, bias=False, **dd)
         self.bn1 = nn.BatchNorm2d(stem_width, momentum=_BN_MOMENTUM, **dd)
@@ -894,19 +871,13 @@ class HighResolutionNet(nn.Module):
 
     @torch.jit.ignore
     def init_weights(self):
-        if self.conv1.weight.is_meta:  # nothing to initialise, and a meta build is cheap without it
-            return
         for m in self.modules():
-            self._init_weights(m)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(
-                m.weight, mode='fan_out', nonlinearity='relu')
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.constant_(m.weight, 1)
-            nn.init.constant_(m.bias, 0)
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(
+                    m.weight, mode='fan_out', nonlinearity='relu')
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
 
     @torch.jit.ignore
     def group_matcher(self, coarse=False):
@@ -976,11 +947,7 @@ class HighResolutionNet(nn.Module):
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """ The stem's first conv (stride 2); any input size works, maps are ceil(H / stride) x ceil(W / stride).
 
-        Raises:
-            ValueError: input not (B, in_chans, H, W); in training, a batch whose stride 32 maps hold one value per
-                channel (B = 1 and H, W <= 32), which BatchNorm cannot normalise.
         """
-        _check_input(x, self.conv1.in_channels, self.output_stride if self.training and self.branch_outputs else 0)
         x = self.conv1(x)
         x = self.bn1(x)
         return self.act1(x)
@@ -1358,35 +1325,6 @@ def map_checkpoint(
     return spec, mapped, notes
 
 
-def _head_hint(
-        model: HighResolutionNet,
-        mismatched: List[str],
-        keys: Sequence[str],
-        own_head: str,
-) -> str:
-    """ When the missing and unexpected keys (`mismatched`) are all of head modules (and the last stage 4 module's
-    fuse layers), the head whose modules the (timm-keyed) checkpoint `keys` has, its layout's `own_head` first, as
-    advice; else '' (another variant's checkpoint, say)."""
-    last = model.stage4_cfg['num_modules'] - 1
-    units = (*_CLASSIFIER_MODULES, *(f'incre_modules.{b}.' for b in range(4)),
-             *(f'stage4.{last}.fuse_layers.{b}.' for b in range(4)))
-    if not mismatched or not all(k.startswith(units) for k in mismatched):
-        return ''
-    present = {u for u in units if any(k.startswith(u) for k in keys)}
-    fits = sorted((name for name, spec in HEAD_SPECS.items() if all(
-        u in present for u in units if not u.startswith(_unbuilt_prefixes(spec, spec.branches, last)))),
-        key=lambda h: h != own_head)
-    if not fits or model.head in fits:  # a checkpoint missing keys of modules it has: no head to advise
-        return ''
-    hint = f' It has the modules of head={fits[0]!r}' + (
-        f' (also fits {", ".join(repr(h) for h in fits[1:])})' if fits[1:] else '')
-    if isinstance(model, HighResolutionNetFeatures):
-        spec = HEAD_SPECS[fits[0]]
-        return hint + (f": with features_only, use feature_location={'incre' if spec.incre else ''!r}, "
-                       f"out_indices={(0, *(b + 1 for b in spec.branches))}.")
-    return hint + ': use that head.'
-
-
 def checkpoint_filter_fn(
         state_dict: Dict[str, Any],
         model: HighResolutionNet,
@@ -1401,8 +1339,7 @@ def checkpoint_filter_fn(
     does not use, the fuse layers and incre modules of outputs it does not compute).
 
     The rest must then match the model: with strict=True a missing or unexpected key raises a RuntimeError that
-    names them and the heads the checkpoint fits, with strict=False they are logged as a warning and the unexpected
-    ones dropped. Classifier keys are exempt when the model's num_classes differs from the pretrained cfg's, timm
+    names them, with strict=False they are logged as a warning and the unexpected ones dropped. Classifier keys are exempt when the model's num_classes differs from the pretrained cfg's, timm
     then re-initialises it, and so are missing BatchNorm `num_batches_tracked` counters, which torch's load fills in.
     """
     try:
@@ -1420,13 +1357,11 @@ def checkpoint_filter_fn(
             f"The {layout.name} layout's models ({layout.what}) upsample in their fuse layers as upsample_mode="
             f"{' or '.join(map(repr, layout.upsample_modes))}, this model as {model.upsample_mode!r}: the weights "
             f"load, but its maps differ from the source model's. Create the model with upsample_mode="
-            f"{layout.upsample_modes[0]!r} to compute what it computed" + (
-                ' (see docs/checkpoints.md for the other).' if layout.upsample_modes[1:] else '.'))
+            f"{layout.upsample_modes[0]!r} to compute what it computed.")
     model_keys = set(model.state_dict())
     # zero biases of convs the model has without bias as well (the _ssld variants' head)
     state_dict = {k: v for k, v in state_dict.items() if k in model_keys or k not in notes.get(
         _ZERO_BIASES.format(layout.name), ())}
-    keys = list(state_dict)
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith(model.unbuilt_prefixes())}
 
     exempt = set()
@@ -1443,40 +1378,11 @@ def checkpoint_filter_fn(
             msg += f' missing keys ({len(missing)}): {_format_keys(missing)}.'
         if unexpected:
             msg += f' unexpected keys ({len(unexpected)}): {_format_keys(unexpected)}.'
-        if missing:
-            msg += _head_hint(model, missing + unexpected, keys, layout.head)
         if strict:
-            raise RuntimeError(msg + ' Pass pretrained_strict=False (alias strict=False) to load it anyway.')
+            raise RuntimeError(msg + ' Pass pretrained_strict=False to load it anyway.')
         _logger.warning(msg + ' Loading non-strict: missing weights keep their random init, unexpected are dropped.')
         state_dict = {k: v for k, v in state_dict.items() if k not in unexpected}
-    _check_values(state_dict, model.state_dict(), strict)
     return state_dict
-
-
-def _check_values(state_dict: Dict[str, Any], model_sd: Dict[str, torch.Tensor], strict: bool) -> None:
-    """ Values that cannot load: not a tensor, or integer where the model holds floats (or the reverse): a
-    RuntimeError. NaN or Inf in a float tensor: a RuntimeError (strict), else a warning naming the keys. Floats that
-    load into a model dtype holding less precision or range (float32 into bfloat16, ...): a warning."""
-    wrong = [k for k, v in state_dict.items() if k in model_sd and (
-        not isinstance(v, torch.Tensor) or v.is_floating_point() != model_sd[k].is_floating_point())]
-    if wrong:
-        raise RuntimeError(
-            f'Checkpoint values of the wrong type ({len(wrong)}), need a tensor of the model\'s kind (float or '
-            f'integer): ' + ', '.join(f'{k} ({getattr(state_dict[k], "dtype", type(state_dict[k]).__name__)})'
-                                      for k in sorted(wrong)[:10]) + '.')
-    floats = {k: v for k, v in state_dict.items() if k in model_sd and v.is_floating_point()}
-    non_finite = [k for k, v in floats.items() if not torch.isfinite(v).all()]
-    if non_finite:
-        msg = f'Checkpoint tensors with NaN or Inf values ({len(non_finite)}): {_format_keys(non_finite)}.'
-        if strict:
-            raise RuntimeError(msg + ' Pass pretrained_strict=False (alias strict=False) to load them anyway.')
-        _logger.warning(msg + ' Loading them non-strict.')
-    lossy = sorted({(str(v.dtype), str(model_sd[k].dtype)) for k, v in floats.items() if v.dtype != model_sd[k].dtype
-                    and not (model_sd[k].dtype in (torch.float32, torch.float64)
-                             and torch.finfo(v.dtype).bits <= torch.finfo(model_sd[k].dtype).bits)})
-    if lossy:
-        _logger.warning('Checkpoint floats load into a model dtype with less precision or range: '
-                     + ', '.join(f'{a} to {b}' for a, b in lossy) + '.')
 
 
 def _create_hrnet(
@@ -1487,14 +1393,9 @@ def _create_hrnet(
 ) -> HighResolutionNet:
     """ Build an HRNet variant with timm's builder.
 
-    Pretrained weights load strictly for every head and features_only, `pretrained_strict=False` (or its alias
-    `strict=False`) allows a loose load.
+    Pretrained weights load strictly for every head and features_only, `pretrained_strict=False` allows a loose
+    load.
     """
-    if 'strict' in model_kwargs:
-        strict = model_kwargs.pop('strict')
-        if model_kwargs.setdefault('pretrained_strict', strict) != strict:
-            raise TypeError(
-                'strict is an alias of pretrained_strict, pass one of them, not both with different values.')
     model_cls = HighResolutionNet
     features_mode = ''
     kwargs_filter = None

@@ -1,0 +1,241 @@
+""" The package's own policy, which timm would not take: everything here is this package's, not the fix proposed
+upstream. The model module imports `build_model_with_cfg` and `register_model` from here in place of timm's, and
+`timm-hrnet-patch upstream-diff` swaps that import block back, so none of this reaches the series.
+
+- `register_model`: each entrypoint takes `strict=` as an alias of timm's `pretrained_strict=`, refuses in_chans and
+  num_classes values that are not counts with a ValueError, and checks each input tensor (`check_input`) before the
+  model's forward.
+- `build_model_with_cfg`: timm's, with pretrained models built on the meta device (no random init for the checkpoint
+  to overwrite), weights files checked before timm reads them, pickles unpickled with weights_only=True on every torch
+  and timm, and the checkpoint filter's result checked value by value (`check_values`: wrong kinds, NaN / Inf, lost
+  precision); its errors get a hint naming the head a checkpoint fits (`head_hint`).
+"""
+import functools
+import logging
+import os
+import pickle
+import zipfile
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Sequence
+
+import safetensors
+
+import torch
+import torch.nn as nn
+
+from timm.models import _builder
+from ._compat import load_pretrained, register_model as _register_model, weights_only_unpickling
+
+__all__ = ['build_model_with_cfg', 'register_model', 'check_input', 'check_values', 'head_hint']
+
+_logger = logging.getLogger('timm_hrnet_patch.hrnet')
+_STRICT_HINT = ' Pass pretrained_strict=False (alias strict=False) to load it anyway.'
+
+
+def register_model(fn: Callable) -> Callable:
+    """ timm's register_model (through _compat) of `fn` with the package's argument and input checks around it. """
+
+    @functools.wraps(fn)
+    def entrypoint(pretrained: bool = False, **kwargs) -> nn.Module:
+        if 'strict' in kwargs:
+            strict = kwargs.pop('strict')
+            if kwargs.setdefault('pretrained_strict', strict) != strict:
+                raise TypeError(
+                    'strict is an alias of pretrained_strict, pass one of them, not both with different values.')
+        in_chans, num_classes = kwargs.get('in_chans', 3), kwargs.get('num_classes', 0)
+        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f'HRNet in_chans must be a positive int, got {in_chans!r}.')
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f'HRNet num_classes must be an int >= 0 (0: no classifier), got {num_classes!r}.')
+        model = fn(pretrained, **kwargs)
+        model.register_forward_pre_hook(check_input)
+        return model
+
+    return _register_model(entrypoint)
+
+
+def check_input(model: nn.Module, args: tuple) -> None:
+    """ Forward pre-hook: a ValueError for an input that is not (B, in_chans, H, W) or, in training, one whose deepest
+    maps hold a single value per channel (BatchNorm cannot normalise it)."""
+    x = args[0]
+    model = getattr(model, 'model', model)  # a timm feature wrapper (feature_cls='getter') around the HRNet
+    in_chans = model.conv1.in_channels
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ValueError(
+            f'HRNet expects input of shape (B, {in_chans}, H, W) (in_chans={in_chans}), got {tuple(x.shape)}.')
+    s = model.output_stride if model.training and model.branch_outputs else 0
+    if s and x.shape[0] * ((x.shape[2] + s - 1) // s) * ((x.shape[3] + s - 1) // s) == 1:
+        raise ValueError(
+            f'HRNet in training needs more than one value per channel at stride {s} for BatchNorm, got input '
+            f'{tuple(x.shape)}: use a batch > 1 or an input larger than {s} x {s}.')
+
+
+def _checked_filter(filter_fn: Callable, strict: bool) -> Callable:
+    """ The model's checkpoint filter, its errors with a head hint and the strict alias, its result value-checked."""
+
+    def checked(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+        try:
+            filtered = filter_fn(state_dict, model)
+        except RuntimeError as e:
+            if 'does not match' not in str(e):
+                raise
+            raise RuntimeError(head_hint(str(e), state_dict, model)) from None
+        check_values(filtered, model.state_dict(), strict)
+        return filtered
+
+    return checked
+
+
+def build_model_with_cfg(model_cls: type, variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
+    """ timm's build_model_with_cfg, same arguments and result.
+
+    Pickled weights are unpickled with weights_only=True on every torch and timm: a pickle that would run code is
+    refused with a RuntimeError. A pretrained model (not features_only, no device given) is built on the meta device,
+    then loaded through timm's load_pretrained, taking the checkpoint's tensors (cast to the model's dtypes).
+    Whatever the load leaves on meta (a resized classifier, keys a loose load lacked) is materialised on the CPU and
+    initialised as a fresh build does: reset_parameters(), and convolutions as HighResolutionNet.init_weights does.
+    """
+    filter_fn = kwargs.get('pretrained_filter_fn')
+    if filter_fn is not None:
+        kwargs['pretrained_filter_fn'] = _checked_filter(filter_fn, kwargs.get('pretrained_strict', True))
+    if not pretrained:
+        return _builder.build_model_with_cfg(model_cls, variant, False, **kwargs)
+    pretrained_cfg = _builder.resolve_pretrained_cfg(
+        variant,
+        pretrained_cfg=kwargs.get('pretrained_cfg'),
+        pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'),
+    )
+    if pretrained_cfg.file:
+        check_weights_file(str(pretrained_cfg.file), variant)
+    if kwargs.get('features_only') or kwargs.get('device') is not None:
+        with weights_only_unpickling(variant):
+            return _builder.build_model_with_cfg(model_cls, variant, True, **kwargs)
+    with torch.device('meta'):
+        model = _builder.build_model_with_cfg(model_cls, variant, False, **kwargs)
+    with _assigning_load(model), weights_only_unpickling(variant):
+        load_pretrained(
+            model,
+            pretrained_cfg=model.pretrained_cfg,
+            num_classes=model.num_classes,
+            in_chans=kwargs.get('in_chans', 3),
+            filter_fn=kwargs.get('pretrained_filter_fn'),
+            strict=kwargs.get('pretrained_strict', True),
+            cache_dir=kwargs.get('cache_dir'),
+        )
+    for m in model.modules():
+        if any(t.is_meta for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)]):
+            m.to_empty(device='cpu', recurse=False)
+            if hasattr(m, 'reset_parameters'):
+                m.reset_parameters()
+            if isinstance(m, nn.Conv2d):  # as HighResolutionNet.init_weights
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+    return model
+
+
+def check_weights_file(path: str, variant: str) -> None:
+    """ Raise a clear error, before timm reads it, for a weights file that cannot be a checkpoint: a path that does
+    not exist, a directory, an empty file, a .safetensors file whose header does not parse or whose data is cut
+    short, any other file that is neither a torch.save zip archive nor a pickle."""
+    what = f'Pretrained weights file for {variant} ({path!r})'
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'{what} does not exist.')
+    if os.path.isdir(path):
+        raise IsADirectoryError(f'{what} is a directory: give the checkpoint file in it.')
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(f'{what} is empty (0 bytes): an interrupted download or copy?')
+    if path.endswith('.safetensors'):
+        try:
+            with safetensors.safe_open(path, 'pt') as f:
+                for key in f.keys():
+                    f.get_slice(key)  # the header's offsets are checked against the file size
+        except Exception as e:  # safetensors raises its own SafetensorError, not exported on every version
+            raise ValueError(f'{what} is not a readable safetensors file (truncated or corrupt?): {e}') from e
+        return
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    if not (zipfile.is_zipfile(path) or head[:1] == pickle.PROTO):
+        raise ValueError(
+            f'{what} is neither a torch checkpoint (torch.save zip archive or pickle) nor a .safetensors file, '
+            f'it starts with {head!r}.')
+
+
+@contextmanager
+def _assigning_load(model: nn.Module) -> Iterator[None]:
+    """ Within the context, model.load_state_dict assigns the state_dict's tensors (cast to the model's dtypes)
+    instead of copying them into tensors that hold no data."""
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+
+    def load_state_dict(state_dict, strict: bool = True, assign: bool = False):
+        state_dict = {k: v.to(dtypes[k]) if k in dtypes and v.is_floating_point() else v for k, v in state_dict.items()}
+        return type(model).load_state_dict(model, state_dict, strict=strict, assign=True)
+
+    model.load_state_dict = load_state_dict
+    try:
+        yield
+    finally:
+        del model.load_state_dict
+
+
+def check_values(state_dict: Dict[str, Any], model_sd: Dict[str, torch.Tensor], strict: bool) -> None:
+    """ Values that cannot load: not a tensor, or integer where the model holds floats (or the reverse): a
+    RuntimeError. NaN or Inf in a float tensor: a RuntimeError (strict), else a warning naming the keys. Floats that
+    load into a model dtype holding less precision or range (float32 into bfloat16, ...): a warning."""
+    wrong = [k for k, v in state_dict.items() if k in model_sd and (
+        not isinstance(v, torch.Tensor) or v.is_floating_point() != model_sd[k].is_floating_point())]
+    if wrong:
+        raise RuntimeError(
+            f'Checkpoint values of the wrong type ({len(wrong)}), need a tensor of the model\'s kind (float or '
+            f'integer): ' + ', '.join(f'{k} ({getattr(state_dict[k], "dtype", type(state_dict[k]).__name__)})'
+                                      for k in sorted(wrong)[:10]) + '.')
+    from .hrnet import _format_keys
+    floats = {k: v for k, v in state_dict.items() if k in model_sd and v.is_floating_point()}
+    non_finite = [k for k, v in floats.items() if not torch.isfinite(v).all()]
+    if non_finite:
+        msg = f'Checkpoint tensors with NaN or Inf values ({len(non_finite)}): {_format_keys(non_finite)}.'
+        if strict:
+            raise RuntimeError(msg + _STRICT_HINT.replace('it', 'them'))
+        _logger.warning(msg + ' Loading them non-strict.')
+    lossy = sorted({(str(v.dtype), str(model_sd[k].dtype)) for k, v in floats.items() if v.dtype != model_sd[k].dtype
+                    and not (model_sd[k].dtype in (torch.float32, torch.float64)
+                             and torch.finfo(v.dtype).bits <= torch.finfo(model_sd[k].dtype).bits)})
+    if lossy:
+        _logger.warning('Checkpoint floats load into a model dtype with less precision or range: '
+                        + ', '.join(f'{a} to {b}' for a, b in lossy) + '.')
+
+
+def head_hint(message: str, checkpoint: Dict[str, Any], model: nn.Module) -> str:
+    """ The filter's mismatch error `message`, with the strict alias and, when the missing and unexpected keys are
+    all of head modules (and the last stage 4 module's fuse layers), the head whose modules the checkpoint has, its
+    layout's own head first, as advice (none for another variant's checkpoint, say)."""
+    from .hrnet import HEAD_SPECS, HighResolutionNetFeatures, _CLASSIFIER_MODULES, _unbuilt_prefixes, map_checkpoint
+    message = message.replace(' Pass pretrained_strict=False to load it anyway.', '')
+    try:
+        layout, mapped, _ = map_checkpoint(checkpoint)
+    except RuntimeError:
+        return message + _STRICT_HINT
+    keys = list(mapped)
+    model_keys = set(model.state_dict())
+    mismatched = [k for k in set(keys) ^ model_keys
+                  if not k.startswith(model.unbuilt_prefixes()) and not k.endswith('.num_batches_tracked')]
+    last = model.stage4_cfg['num_modules'] - 1
+    units = (*_CLASSIFIER_MODULES, *(f'incre_modules.{b}.' for b in range(4)),
+             *(f'stage4.{last}.fuse_layers.{b}.' for b in range(4)))
+    missing = [k for k in mismatched if k in model_keys]
+    fits = []
+    if missing and all(k.startswith(units) for k in mismatched):
+        present = {u for u in units if any(k.startswith(u) for k in keys)}
+        fits = sorted((name for name, spec in HEAD_SPECS.items() if all(
+            u in present for u in units if not u.startswith(_unbuilt_prefixes(spec, spec.branches, last)))),
+            key=lambda h: h != layout.head)
+    if not fits or model.head in fits:  # a checkpoint missing keys of modules it has: no head to advise
+        return message + _STRICT_HINT
+    hint = f' It has the modules of head={fits[0]!r}' + (
+        f' (also fits {", ".join(repr(h) for h in fits[1:])})' if fits[1:] else '')
+    if isinstance(model, HighResolutionNetFeatures):
+        spec = HEAD_SPECS[fits[0]]
+        hint += (f": with features_only, use feature_location={'incre' if spec.incre else ''!r}, "
+                 f"out_indices={(0, *(b + 1 for b in spec.branches))}.")
+    else:
+        hint += ': use that head.'
+    return message + hint + _STRICT_HINT
