@@ -1,9 +1,10 @@
-""" `timm-hrnet-patch upstream-diff`: the PR diff against a timm source tree (here the installed timm's, copied).
-
-The full check, the diff applied to the 1.0.31 sdist and timm's own tests run on it, is `tox -e upstream`.
+""" The upstream series (timm_hrnet_patch/upstream_series) and `timm-hrnet-patch upstream-diff`, on the timm 1.0.31
+sdist's files: the series applies in order, ends at the package's model module, and carries none of the package's
+policy. `tox -e upstream` applies it step by step to the whole sdist and runs timm's tests at each step.
 """
-import ast
-import shutil
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,71 +12,99 @@ import pytest
 from target import skip_unless_package
 skip_unless_package()
 
-import timm  # noqa: E402
 from timm_hrnet_patch import upstream  # noqa: E402
 from timm_hrnet_patch.cli import main  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = Path(upstream.__file__).parent
-INSTALLED = Path(timm.__file__).parent / 'models' / 'hrnet.py'
+# what the package has and timm must never get: its name, its policy module and compat, the strict alias, its docs
+PACKAGE_ONLY = re.compile(r'timm_hrnet_patch|timm-hrnet-patch|_policy|_compat|alias strict|strict=False\)|docs/|'
+                          r'check_input|check_values|head_hint')
 
 
-def _timm_tree(tmp_path: Path) -> Path:
-    """ A source tree holding the installed timm's hrnet.py at timm's repo path."""
-    src = tmp_path / 'timm-src'
-    (src / 'timm' / 'models').mkdir(parents=True)
-    shutil.copy(INSTALLED, src / upstream.MODULE_PATH)
-    return src
+@pytest.fixture(scope='module')
+def sdist():
+    return upstream.fetch_sdist()
 
 
-def _timm_names(path: Path) -> set:
-    """ Names imported by a module's `from timm...` / relative imports, whatever its import block looks like."""
-    return {a.asname or a.name for node in ast.parse(path.read_text()).body
-            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or '').startswith('timm'))
-            for a in node.names}
+def test_series_applies_in_order_and_ends_at_the_package_module(sdist, tmp_path):
+    """ Each patch applies to the one before (git apply --check), and the last hrnet.py is the package's module with
+    timm's import block: the drift check that upstream_files makes, against a module this test writes out itself."""
+    patches = upstream.series()
+    assert [p.name[:5] for p in patches] == [f'{i:04d}-' for i in range(1, len(patches) + 1)]
+    tree = upstream.series_tree(sdist, tmp_path / 'tree')
+    ours = (PACKAGE / 'hrnet.py').read_text().splitlines()
+    theirs = (sdist / upstream.MODULE_PATH).read_text().splitlines()
+    block = [i for i, line in enumerate(ours) if line.startswith(('from timm', 'from .', '    BasicBlock'))]
+    theirs_block = [line for line in theirs if line.startswith(('from timm', 'from .'))]
+    expected = ours[:block[0]] + theirs_block + ours[block[-1] + 1:]
+    assert (tree / upstream.MODULE_PATH).read_text().splitlines() == expected
 
 
-LACKING = sorted(_timm_names(PACKAGE / 'hrnet.py') - _timm_names(INSTALLED))
+def test_drift_is_an_error(sdist, tmp_path, monkeypatch):
+    """ A package module the series does not end at: upstream-diff refuses, naming the difference."""
+    module = (PACKAGE / 'hrnet.py').read_text()
+    (tmp_path / 'hrnet.py').write_text(module.replace('_BN_MOMENTUM = 0.1', '_BN_MOMENTUM = 0.2'))
+    monkeypatch.setattr(upstream, '_HERE', tmp_path)
+    with pytest.raises(SystemExit, match=r"(?s)the series' last timm/models/hrnet.py is not .*_BN_MOMENTUM = 0.2"):
+        main(['upstream-diff', '--timm-src', str(sdist), '-o', str(tmp_path / 'x.diff')])
 
 
-@pytest.mark.skipif(bool(LACKING), reason=f'timm {timm.__version__} lacks {LACKING}, the PR targets 1.0.31')
-def test_diff_applies_and_only_swaps_the_import_block(tmp_path, capsys):
-    src = _timm_tree(tmp_path)
+def test_upstream_diff_series_is_git_am_ready(sdist, tmp_path, capsys):
+    """ --series DIR writes the patches, each with its commit message, and git am applies them in order."""
+    out = tmp_path / 'series'
+    assert main(['upstream-diff', '--timm-src', str(sdist), '--series', str(out)]) == 0
+    assert f'git am {out}/*.patch' in capsys.readouterr().err
+    written = sorted(out.iterdir())
+    assert [p.read_bytes() for p in written] == [p.read_bytes() for p in upstream.series()]
+    repo = upstream.series_tree(sdist, tmp_path / 'repo', upto=0)
+    git = ['git', '-c', 'user.name=t', '-c', 'user.email=t@t', '-c', 'init.defaultBranch=main']
+    env = {'GIT_CEILING_DIRECTORIES': str(tmp_path), 'PATH': '/usr/bin:/bin'}
+    for cmd in (['init', '-q'], ['add', '-A'], ['commit', '-qm', 'timm'], ['am', '-q', *map(str, written)]):
+        subprocess.run(git + cmd, cwd=repo, env=env, check=True)
+    log = subprocess.run(git + ['log', '--format=%s%n%b', 'HEAD~1..'], cwd=repo, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    assert log.startswith(upstream.patch_stats(written[-1])['title'])
+    for path, text in upstream.upstream_files(sdist).items():
+        assert (repo / path).read_text() == text
+
+
+def test_one_diff_is_the_whole_series(sdist, tmp_path):
     diff = tmp_path / 'hrnet.diff'
-    assert main(['upstream-diff', '--timm-src', str(src), '-o', str(diff)]) == 0
-    assert f'{upstream.MODULE_PATH}: +' in capsys.readouterr().err
-    text = diff.read_text()
-    assert text.startswith(f'diff --git a/{upstream.MODULE_PATH} b/{upstream.MODULE_PATH}\n')
-    assert f'new file mode 100644\n--- /dev/null\n+++ b/{upstream.TEST_PATH}\n' in text
-    upstream.git_apply(diff, src)  # tmp_path may lie inside a git checkout (tox's TMPDIR is in .tox)
-
-    assert (src / upstream.TEST_PATH).read_text() == (PACKAGE / 'upstream_tests' / 'test_hrnet.py').read_text()
-    patched = (src / upstream.MODULE_PATH).read_text()
-    assert '_compat' not in patched and '_meta_load' not in patched and 'timm_hrnet_patch' not in patched
-    theirs_imports = [line for line in INSTALLED.read_text().splitlines() if line.startswith(('from timm', 'from .'))]
-    ours = [line for line in (PACKAGE / 'hrnet.py').read_text().splitlines()
-            if not line.startswith(('from timm', 'from .', '    BasicBlock, Bottleneck'))]
-    assert [line for line in patched.splitlines() if line.startswith(('from timm', 'from .'))] == theirs_imports
-    assert [line for line in patched.splitlines() if not line.startswith(('from timm', 'from .'))] == ours
-    compile(patched, upstream.MODULE_PATH, 'exec')
-
-    # the diff of an already patched tree is empty
-    assert upstream.file_diffs(src) == {}
+    assert main(['upstream-diff', '--timm-src', str(sdist), '-o', str(diff)]) == 0
+    tree = upstream.series_tree(sdist, tmp_path / 'tree', upto=0)
+    upstream.git_apply(diff, tree)
+    for path, text in upstream.upstream_files(sdist).items():
+        assert (tree / path).read_text() == text
 
 
-def test_diff_needs_every_name_in_timms_imports(tmp_path):
+def test_series_carries_no_package_policy():
+    """ No line a patch adds names the package, its policy or its docs; PR 1 stays small (the #2139 fix alone)."""
+    for patch in upstream.series():
+        added = [line for line in patch.read_text().splitlines() if line.startswith('+') and not line.startswith('+++')]
+        leaks = [line for line in added if PACKAGE_ONLY.search(line)]
+        assert not leaks, f'{patch.name} adds package-only lines: {leaks}'
+    first = upstream.patch_stats(upstream.series()[0])
+    assert 'Fixes #2139' in upstream.series()[0].read_text()
+    assert sum(first['files'][upstream.MODULE_PATH]) <= 120
+
+
+def test_docs_show_the_series_stat():
+    """ docs/UPSTREAM_PR.md's table is what `python tools/series.py stat` prints."""
+    printed = subprocess.run([sys.executable, str(ROOT / 'tools' / 'series.py'), 'stat'], check=True,
+                             capture_output=True, text=True).stdout
+    assert printed.strip() in (ROOT / 'docs' / 'UPSTREAM_PR.md').read_text()
+
+
+def test_module_needs_every_name_in_timms_imports():
     """ A timm whose hrnet.py imports all the fix needs but feature_take_indices (as 1.0.31's, less that)."""
-    src = _timm_tree(tmp_path)
-    (src / upstream.MODULE_PATH).write_text(
-        '""" HRNet """\nimport torch\n\n'
-        'from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD\n'
-        'from timm.layers import create_classifier, get_device_dtype\n'
-        'from ._builder import build_model_with_cfg, pretrained_cfg_for_features\n'
-        'from ._features import FeatureInfo\n'
-        'from ._registry import register_model, generate_default_cfgs\n'
-        'from .resnet import BasicBlock, Bottleneck\n\n'
-        "__all__ = ['HighResolutionNet']\n")
-    with pytest.raises(SystemExit, match='does not import feature_take_indices, which the patched module needs'):
-        main(['upstream-diff', '--timm-src', str(src)])
+    theirs = ('""" HRNet """\nimport torch\n\nfrom timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD\n'
+              'from timm.layers import create_classifier, get_device_dtype\n'
+              'from ._builder import build_model_with_cfg, pretrained_cfg_for_features\n'
+              'from ._features import FeatureInfo\nfrom ._registry import register_model, generate_default_cfgs\n'
+              'from .resnet import BasicBlock, Bottleneck\n\n')
+    with pytest.raises(ValueError, match='does not import feature_take_indices, which the patched module needs'):
+        upstream.upstream_module((PACKAGE / 'hrnet.py').read_text(), theirs)
 
 
 def test_diff_needs_a_timm_tree(tmp_path):

@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -222,14 +223,20 @@ def _unbuilt_keys(mapped: Dict, kept: Dict, unbuilt: Tuple[str, ...]) -> List[st
 # ---- upstream-diff ----
 
 def upstream_diff(args: argparse.Namespace) -> int:
-    """ The PR diff (hrnet.py and the new test file) against a timm source tree, to -o FILE or stdout."""
+    """ The upstream series against a timm source tree: one diff of it all (to -o FILE or stdout), or with --series
+    DIR its patches, one per PR, for `git am DIR/*.patch`."""
     src = Path(args.timm_src) if args.timm_src else pr.fetch_sdist(args.timm_version)
-    if not (src / pr.MODULE_PATH).is_file():
-        raise SystemExit(f'error: {src} is not a timm source tree: no {pr.MODULE_PATH}')
     try:
+        if args.series:
+            for patch in pr.write_series(src, Path(args.series)):
+                stats = pr.patch_stats(patch)
+                lines = ', '.join(f'{p} +{a} -{r}' for p, (a, r) in stats['files'].items())
+                print(f"{patch}: {stats['title']} ({lines})", file=sys.stderr)
+            print(f'against {src}; apply in order, in a git repo of it: git am {args.series}/*.patch', file=sys.stderr)
+            return 0
         diffs = pr.file_diffs(src)
-    except ValueError as e:
-        raise SystemExit(f'error: {e}')
+    except (ValueError, subprocess.CalledProcessError) as e:
+        raise SystemExit(f'error: {e}' + (f' {e.stderr.strip()}' if getattr(e, 'stderr', None) else ''))
     if args.output:
         Path(args.output).write_text(''.join(diffs.values()))
     else:
@@ -258,10 +265,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--head', default='classification', choices=list(HEADS), help='head the file is for')
     p.add_argument('--layout', choices=list(CHECKPOINT_LAYOUTS),
                    help='the layout of SRC (default: detected); docs/checkpoints.md lists them')
-    p = sub.add_parser('upstream-diff', help="the fix as a PR diff against timm's hrnet.py, with a new test file")
+    p = sub.add_parser('upstream-diff', help="the fix as pull requests to timm: one diff, or the series of patches")
     p.add_argument('--timm-src', help='timm source tree to diff against (default: the sdist of --timm-version)')
     p.add_argument('--timm-version', default=pr.SDIST_VERSION, help=f'sdist to download (default {pr.SDIST_VERSION})')
     p.add_argument('-o', '--output', help='write the diff here (default: stdout)')
+    p.add_argument('--series', metavar='DIR', help='write the series instead, DIR/0001-<slug>.patch ... (git am)')
     argv = sys.argv[1:] if argv is None else argv
     commands = {'check': check, 'convert': convert, 'upstream-diff': upstream_diff}
     args = parser.parse_args(argv if argv and argv[0] in (*commands, '-h', '--help') else ['check', *argv])

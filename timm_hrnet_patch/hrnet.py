@@ -945,9 +945,7 @@ class HighResolutionNet(nn.Module):
         return yl
 
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        """ The stem's first conv (stride 2); any input size works, maps are ceil(H / stride) x ceil(W / stride).
-
-        """
+        """ The stem's first conv (stride 2); any input size works, maps are ceil(H / stride) x ceil(W / stride)."""
         x = self.conv1(x)
         x = self.bn1(x)
         return self.act1(x)
@@ -1193,8 +1191,8 @@ def _format_keys(keys: List[str], limit: int = 10) -> str:
 @dataclass(frozen=True)
 class CheckpointLayout:
     """ How a release lays out HRNet's weights: its key renames onto timm's, the keys of its own task's modules that
-    timm drops, and the head convs whose bias it lacks. Derived from each project's public source, cited in
-    docs/checkpoints.md. In patterns, '*' stands for a module index.
+    timm drops, and the head convs whose bias it lacks, as each project's public source has them. In patterns, '*'
+    stands for a module index.
     """
     name: str
     what: str  # what the checkpoint is, for reports
@@ -1339,8 +1337,9 @@ def checkpoint_filter_fn(
     does not use, the fuse layers and incre modules of outputs it does not compute).
 
     The rest must then match the model: with strict=True a missing or unexpected key raises a RuntimeError that
-    names them, with strict=False they are logged as a warning and the unexpected ones dropped. Classifier keys are exempt when the model's num_classes differs from the pretrained cfg's, timm
-    then re-initialises it, and so are missing BatchNorm `num_batches_tracked` counters, which torch's load fills in.
+    names them, with strict=False they are logged as a warning and the unexpected ones dropped. Classifier keys are
+    exempt when the model's num_classes differs from the pretrained cfg's, timm then re-initialises it, and so are
+    missing BatchNorm `num_batches_tracked` counters, which torch's load fills in.
     """
     try:
         layout, state_dict, notes = map_checkpoint(state_dict, layout)

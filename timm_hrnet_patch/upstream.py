@@ -1,12 +1,17 @@
-""" The fix as a pull request to timm: a unified diff of this package's model module against a timm source tree's
-`timm/models/hrnet.py`, plus a new test file for timm's `tests/`, in timm's repo paths (`git apply` in the root).
+""" The fix as pull requests to timm: a series of patches against a timm release's source tree, one concern each,
+in `git format-patch` form (`upstream_series/*.patch`, applied in order with `git am` or `git apply`).
 
-The upstream module is this package's `hrnet.py` with its timm import block replaced by the one of timm's own
-`hrnet.py` (relative internal imports, no `_compat` / `_meta_load`): everything else is the fix.
+The series' last state of `timm/models/hrnet.py` is this package's `hrnet.py` with its timm import block replaced by
+the one of timm's own `hrnet.py` (relative internal imports, no `_compat` / `_policy`): `upstream_files` checks that,
+so the series and the package cannot drift apart. The package's own policy lives in `_policy.py`, which the series
+never touches. `tools/series.py` turns the series into a git repo to edit, and back into patches.
 """
 import ast
 import difflib
+import importlib.util
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -14,12 +19,17 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
-__all__ = ['SDIST_VERSION', 'fetch_sdist', 'upstream_files', 'file_diffs', 'git_apply']
+__all__ = [
+    'SDIST_VERSION', 'SERIES_DIR', 'fetch_sdist', 'series', 'series_tree', 'upstream_files', 'file_diffs',
+    'write_series', 'git_apply', 'patch_stats', 'added_tests',
+]
 
-SDIST_VERSION = '1.0.31'  # the timm release the PR is made against
+SDIST_VERSION = '1.0.31'  # the timm release the series is made against
 MODULE_PATH = 'timm/models/hrnet.py'
-TEST_PATH = 'tests/test_hrnet.py'
+TEST_PATH = 'tests/test_models.py'
+SERIES_PATHS = (MODULE_PATH, TEST_PATH)  # the files the series changes
 _HERE = Path(__file__).parent
+SERIES_DIR = _HERE / 'upstream_series'
 
 
 def fetch_sdist(version: str = SDIST_VERSION, cache_dir: Optional[str] = None) -> Path:
@@ -31,8 +41,10 @@ def fetch_sdist(version: str = SDIST_VERSION, cache_dir: Optional[str] = None) -
         return root
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        cmd = [sys.executable, '-m', 'pip', 'download', '-q', '--no-deps', '--no-binary', ':all:',
-               f'timm=={version}', '-d', tmp]
+        # this interpreter's pip, else the first on PATH (envs made by uv have none)
+        has_pip = importlib.util.find_spec('pip') is not None
+        pip = [sys.executable, '-m', 'pip'] if has_pip else [shutil.which('pip3') or shutil.which('pip') or 'pip']
+        cmd = [*pip, 'download', '-q', '--no-deps', '--no-binary', ':all:', f'timm=={version}', '-d', tmp]
         done = subprocess.run(cmd, capture_output=True, text=True)
         archives = list(Path(tmp).glob('timm-*.tar.gz'))
         if done.returncode or not archives:
@@ -40,8 +52,17 @@ def fetch_sdist(version: str = SDIST_VERSION, cache_dir: Optional[str] = None) -
         with tarfile.open(archives[0]) as tar:
             kwargs = {'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}
             tar.extractall(tmp, **kwargs)
-        os.replace(Path(tmp) / f'timm-{version}', root)
+        try:
+            os.replace(Path(tmp) / f'timm-{version}', root)
+        except OSError:  # another process unpacked it first
+            if not (root / MODULE_PATH).is_file():
+                raise
     return root
+
+
+def series() -> List[Path]:
+    """ The series' patch files, in the order they apply."""
+    return sorted(SERIES_DIR.glob('[0-9][0-9][0-9][0-9]-*.patch'))
 
 
 def _import_block(lines: List[str], path: str) -> Tuple[int, int]:
@@ -75,32 +96,57 @@ def upstream_module(ours: str, theirs: str, theirs_path: str = MODULE_PATH) -> s
     return ''.join(ours_lines[:o_start] + theirs_lines[t_start:t_end] + ours_lines[o_end:])
 
 
+def series_tree(timm_src: Path, dest: Path, upto: Optional[int] = None) -> Path:
+    """ A tree at dest holding timm_src's files that the series changes, with its first `upto` patches (default: all)
+    applied in order; CalledProcessError naming the patch that does not apply cleanly."""
+    for path in SERIES_PATHS:
+        if not (Path(timm_src) / path).is_file():
+            raise ValueError(f'{timm_src} is not a timm source tree: no {path}')
+        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(timm_src) / path, dest / path)
+    for patch in series()[:upto]:
+        git_apply(patch, dest)
+    return dest
+
+
 def upstream_files(timm_src: Path) -> Dict[str, str]:
-    """ The PR's files, by repo path: the patched timm/models/hrnet.py and the new tests/test_hrnet.py."""
-    theirs = (Path(timm_src) / MODULE_PATH).read_text()
-    return {
-        MODULE_PATH: upstream_module((_HERE / 'hrnet.py').read_text(), theirs, str(Path(timm_src) / MODULE_PATH)),
-        TEST_PATH: (_HERE / 'upstream_tests' / 'test_hrnet.py').read_text(),
-    }
+    """ The files the whole series leaves, by repo path: the patched timm/models/hrnet.py and tests/test_models.py.
+
+    Raises:
+        ValueError: the series' hrnet.py is not this package's model module (import block apart): they drifted.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = series_tree(timm_src, Path(tmp))
+        files = {path: (tree / path).read_text() for path in SERIES_PATHS}
+    ours = upstream_module((_HERE / 'hrnet.py').read_text(), (Path(timm_src) / MODULE_PATH).read_text())
+    if files[MODULE_PATH] != ours:
+        drift = ''.join(list(difflib.unified_diff(
+            files[MODULE_PATH].splitlines(keepends=True), ours.splitlines(keepends=True),
+            'series', 'timm_hrnet_patch/hrnet.py'))[:40])
+        raise ValueError(
+            f"the series' last {MODULE_PATH} is not timm_hrnet_patch/hrnet.py (import block apart): update the "
+            f'series (tools/series.py, docs/upstream.md). First lines of the difference:\n{drift}')
+    return files
 
 
 def file_diffs(timm_src: Path) -> Dict[str, str]:
-    """ Each PR file's git-style unified diff (3 lines of context) against the timm source tree at timm_src, by repo
-    path; files the tree already has as patched are left out."""
+    """ The whole series as one git-style unified diff (3 lines of context) per file against the timm source tree at
+    timm_src, by repo path; files the tree already has as patched are left out."""
     diffs = {}
     for path, new in upstream_files(timm_src).items():
-        old_file = Path(timm_src) / path
-        old = old_file.read_text() if old_file.exists() else None
-        if old == new:
-            continue
-        header = f'diff --git a/{path} b/{path}\n' + ('new file mode 100644\n' if old is None else '')
-        diffs[path] = header + ''.join(difflib.unified_diff(
-            (old or '').splitlines(keepends=True),
-            new.splitlines(keepends=True),
-            fromfile='/dev/null' if old is None else f'a/{path}',
-            tofile=f'b/{path}',
-        ))
+        old = (Path(timm_src) / path).read_text()
+        if old != new:
+            diffs[path] = f'diff --git a/{path} b/{path}\n' + ''.join(difflib.unified_diff(
+                old.splitlines(keepends=True), new.splitlines(keepends=True), fromfile=f'a/{path}', tofile=f'b/{path}'))
     return diffs
+
+
+def write_series(timm_src: Path, out_dir: Path) -> List[Path]:
+    """ Write the series' patches into out_dir (as NNNN-<slug>.patch), once they apply in order to timm_src's files
+    and end at the package's model module (upstream_files)."""
+    upstream_files(timm_src)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy(patch, out_dir / patch.name)) for patch in series()]
 
 
 def git_apply(diff: Path, tree: Path) -> None:
@@ -109,4 +155,24 @@ def git_apply(diff: Path, tree: Path) -> None:
     would silently skip the paths outside its cwd: git is kept from looking above the tree."""
     env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(Path(tree).resolve().parent))
     for extra in (['--check', '-v'], []):
-        subprocess.run(['git', 'apply', *extra, str(diff)], cwd=tree, env=env, check=True)
+        subprocess.run(['git', 'apply', *extra, str(diff)], cwd=tree, env=env, check=True, capture_output=True)
+
+
+def patch_stats(patch: Path) -> Dict[str, object]:
+    """ A patch's title (its Subject, less the [PATCH n/m] tag) and its added / removed lines per file."""
+    text = patch.read_text()
+    subject = re.search(r'^Subject: (?:\[PATCH[^\]]*\] )?(.*(?:\n [^\n]*)*)', text, re.M)[1].replace('\n', '')
+    files: Dict[str, List[int]] = {}
+    path = None
+    for line in text[text.index('\ndiff --git '):].splitlines():
+        if line.startswith('diff --git '):
+            path = line.split(' b/', 1)[1]
+            files[path] = [0, 0]
+        elif line.startswith(('+', '-')) and not line.startswith(('+++ ', '--- ')):
+            files[path][line[0] == '-'] += 1
+    return {'title': subject, 'files': {p: tuple(n) for p, n in files.items()}}
+
+
+def added_tests(patch: Path) -> List[str]:
+    """ Names of the test functions a patch adds to timm's tests."""
+    return re.findall(r'^\+def (test_\w+)\(', patch.read_text(), re.M)
