@@ -1,4 +1,5 @@
-""" Set up `tox -e upstream`: timm patched with the PR diff, installed, and synthetic weights to load offline.
+""" Set up `tox -e upstream`: the upstream series applied to the timm sdist step by step, each step tested, then
+the patched timm installed, with synthetic weights to load offline.
 
     python tools/upstream_env.py WORKDIR
 
@@ -6,17 +7,28 @@
    unpatched timm's own classification models (the released key layout), for timm's pretrained tests.
 2. Unpacks a fresh copy of the timm sdist (downloaded once, see timm_hrnet_patch.upstream.fetch_sdist) into
    WORKDIR/timm-<version>.
-3. Writes WORKDIR/hrnet.diff with `timm-hrnet-patch upstream-diff`, then `git apply --check` and `git apply` in the
-   tree: any hunk that does not apply cleanly fails the env.
-4. pip installs the patched tree (no deps) over the env's timm and checks a new process imports the patched module.
+3. Applies the series' patches one at a time (`git apply --check`, then `git apply`: each must apply cleanly). After
+   each, two runs of timm's tests/test_models.py from the tree, side by side:
+   - on the step: timm's tests of hrnet_w18_small, and every test the series has added so far (for that variant,
+     where a test is parametrized over the variants);
+   - on the step before, with this step's test file: the tests this step adds (likewise). Each of them must fail
+     there in at least one of its cases, so that the step's tests prove its change.
+   Prints a line per step and writes WORKDIR/series-steps.json.
+4. pip installs the fully patched tree (no deps) over the env's timm and checks a new process imports it. tox then
+   runs timm's hrnet tests for every variant, and this project's suite against timm's module.
 """
+import json
 import os
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))
+
+STEP_FILTER = 'hrnet_w18_small and not v2'  # timm's own hrnet tests at each step: one variant (all after the last)
 
 
 def _run(cmd, **kwargs) -> None:
@@ -24,13 +36,74 @@ def _run(cmd, **kwargs) -> None:
     subprocess.run(cmd, check=True, **kwargs)
 
 
+def _pytest(tree: Path, selection: str, junit: Path, log: Path) -> subprocess.Popen:
+    """ timm's tests/test_models.py -k selection, run from the tree's root so that the tree's timm is imported."""
+    cmd = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', f'--junitxml={junit}',
+           'tests/test_models.py', '-k', selection]
+    return subprocess.Popen(cmd, cwd=tree, stdout=log.open('w'), stderr=subprocess.STDOUT)
+
+
+def _outcomes(junit: Path) -> Dict[str, List[bool]]:
+    """ {test function: [passed, ...] per case} from a junit xml file."""
+    outcomes: Dict[str, List[bool]] = {}
+    for case in ET.parse(junit).getroot().iter('testcase'):
+        if case.find('skipped') is None:
+            failed = case.find('failure') is not None or case.find('error') is not None
+            outcomes.setdefault(case.get('name').split('[')[0], []).append(not failed)
+    return outcomes
+
+
+def run_steps(src: Path, workdir: Path) -> List[dict]:
+    from timm_hrnet_patch.upstream import added_tests, git_apply, patch_stats, series
+
+    steps, so_far = [], []
+    for i, patch in enumerate(series(), 1):
+        prev = workdir / 'step-before'
+        shutil.rmtree(prev, ignore_errors=True)
+        shutil.copytree(src, prev)
+        print(f'+ git apply {patch.name} (in {src})', flush=True)
+        git_apply(patch, src)
+        shutil.copy(src / 'tests' / 'test_models.py', prev / 'tests' / 'test_models.py')
+        new = added_tests(patch)
+        so_far += new
+        # the series' tests of one variant too ('hrnet_w' is in the ids of those parametrized over the variants)
+        one_variant = f"({' or '.join(so_far)}) and (not hrnet_w or hrnet_w18_small)"
+        runs = {
+            'step': _pytest(src, f'({STEP_FILTER}) or ({one_variant})', workdir / 'step.xml', workdir / f'step-{i}.log'),
+            'before': _pytest(prev, f"({' or '.join(new)}) and (not hrnet_w or hrnet_w18_small)",
+                              workdir / 'before.xml', workdir / f'step-{i}-before.log'),
+        }
+        for run in runs.values():
+            run.wait()
+        step, before = _outcomes(workdir / 'step.xml'), _outcomes(workdir / 'before.xml')
+        record = {
+            'step': i, 'patch': patch.name, 'title': patch_stats(patch)['title'], 'applied': True,
+            'timm_tests': {'passed': sum(map(sum, step.values())), 'failed': sum(v.count(False) for v in step.values())},
+            'new_tests': {t: {'cases': len(before.get(t, [])), 'fail_before': before.get(t, []).count(False)}
+                          for t in new},
+        }
+        steps.append(record)
+        fails = ', '.join(f"{t} {n['fail_before']}/{n['cases']}" for t, n in record['new_tests'].items())
+        print(f"step {i} {patch.name}: applied; step's tests {record['timm_tests']['passed']} passed, "
+              f"{record['timm_tests']['failed']} failed; new tests failing on step {i - 1}: {fails}", flush=True)
+        if runs['step'].returncode:
+            raise SystemExit(f"error: step {i}'s tests failed, see {workdir / f'step-{i}.log'}")
+        proved = [t for t, n in record['new_tests'].items() if n['fail_before'] == 0]
+        if proved:
+            raise SystemExit(f'error: step {i} adds tests that pass on step {i - 1} in every case (they prove nothing '
+                             f"of its change): {proved}, see {workdir / f'step-{i}-before.log'}")
+    shutil.rmtree(workdir / 'step-before', ignore_errors=True)
+    (workdir / 'series-steps.json').write_text(json.dumps(steps, indent=1))
+    return steps
+
+
 def main(workdir: Path) -> None:
     import timm
     from synthetic import checkpoint, serve_from_hub
-    from timm_hrnet_patch.upstream import SDIST_VERSION, fetch_sdist, git_apply, upstream_files
+    from timm_hrnet_patch.upstream import MODULE_PATH, SDIST_VERSION, fetch_sdist, upstream_files
 
     if timm.__version__ != SDIST_VERSION:
-        raise SystemExit(f'error: the env has timm {timm.__version__}, the PR is made against {SDIST_VERSION}')
+        raise SystemExit(f'error: the env has timm {timm.__version__}, the series is made against {SDIST_VERSION}')
     tags = timm.list_pretrained('hrnet*')
     for tag in tags:
         serve_from_hub(timm.models.get_pretrained_cfg(tag).hf_hub_id, checkpoint(tag.split('.')[0]))
@@ -39,18 +112,15 @@ def main(workdir: Path) -> None:
     src = workdir / f'timm-{SDIST_VERSION}'
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(fetch_sdist(SDIST_VERSION), src)
-    diff = workdir / 'hrnet.diff'
-    # cwd: the installed package's command, not the source checkout's
-    _run([sys.executable, '-m', 'timm_hrnet_patch', 'upstream-diff', '--timm-src', src, '-o', diff], cwd=workdir)
-    print(f'+ git apply {diff} (in {src})', flush=True)
-    git_apply(diff, src)
-    for path, text in upstream_files(src).items():
+    expected = upstream_files(src)  # also fails if the series' end drifted from the package's module
+    run_steps(src, workdir)
+    for path, text in expected.items():
         if (src / path).read_text() != text:
-            raise SystemExit(f'error: git apply left {src / path} unlike the patched file')
+            raise SystemExit(f'error: the series left {src / path} unlike the patched file')
     _run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--force-reinstall', src])
     installed = subprocess.run([sys.executable, '-c', 'import timm.models.hrnet as m; print(m.__file__)'],
                                cwd=workdir, capture_output=True, text=True, check=True).stdout.strip()
-    if Path(installed).read_text() != (src / 'timm' / 'models' / 'hrnet.py').read_text():
+    if Path(installed).read_text() != (src / MODULE_PATH).read_text():
         raise SystemExit(f'error: the installed {installed} is not the patched one in {src}')
     print(f'installed the patched timm: {installed}')
 
