@@ -15,13 +15,11 @@ import torch
 
 import timm
 
-from target import UNDER_TEST
+from target import PACKAGE_ONLY
 from conftest import checkpoint, listed, serve_modified
 
 VARIANT = 'hrnet_w18_small'
 README = Path(__file__).parent.parent / 'README.md'
-_PACKAGE_ONLY = pytest.mark.skipif(
-    UNDER_TEST != 'package', reason='the weights file checks are the package loader\'s, not in the upstream diff')
 
 
 def _load_file(path) -> torch.nn.Module:
@@ -44,7 +42,7 @@ FILES = {  # README row: (make the file at path, exception, message)
 }
 
 
-@_PACKAGE_ONLY
+@PACKAGE_ONLY
 @pytest.mark.parametrize('row', list(FILES))
 def test_bad_weights_file(row, tmp_path):
     make, error, message = FILES[row]
@@ -74,6 +72,7 @@ CHECKPOINTS = {  # README row: (change the checkpoint in place, message of the R
 }
 
 
+@PACKAGE_ONLY
 @pytest.mark.parametrize('row', list(CHECKPOINTS))
 def test_bad_checkpoint_values(row):
     change, message = CHECKPOINTS[row]
@@ -82,6 +81,7 @@ def test_bad_checkpoint_values(row):
     with pytest.raises(RuntimeError, match=message):
         timm.create_model(VARIANT, pretrained=True, pretrained_cfg_overlay=serve_modified(VARIANT, sd, 'bad-values'))
 
+@PACKAGE_ONLY
 
 def test_non_finite_loads_non_strict_with_warning(caplog):
     sd = dict(checkpoint(VARIANT))
@@ -105,6 +105,7 @@ def test_low_precision_checkpoint_loads_silently(dtype, caplog):
     assert all(model_sd[k].dtype == (torch.float32 if v.is_floating_point() else v.dtype) for k, v in sd.items())
     assert all(torch.equal(model_sd[k], v.to(model_sd[k].dtype)) for k, v in sd.items())
 
+@PACKAGE_ONLY
 
 def test_precision_loss_warns(caplog):
     """ float32 weights into a bfloat16 model: they load, rounded, and a warning says so."""
@@ -129,7 +130,10 @@ ARGS = {  # README row: (create_model kwargs, message of the ValueError)
 }
 
 
-@pytest.mark.parametrize('row', list(ARGS))
+POLICY_ARGS = ('in_chans=0', 'negative num_classes')  # checked by the package's policy (_policy.py) only
+
+
+@pytest.mark.parametrize('row', [pytest.param(r, marks=PACKAGE_ONLY if r in POLICY_ARGS else ()) for r in ARGS])
 def test_bad_arguments(row):
     kwargs, message = ARGS[row]
     with pytest.raises(ValueError, match=message):
@@ -143,6 +147,7 @@ INPUTS = {  # README row: (input shape, train mode, message of the ValueError)
 }
 
 
+@PACKAGE_ONLY
 @pytest.mark.parametrize('head', ['classification', ''])
 @pytest.mark.parametrize('row', list(INPUTS))
 def test_bad_input_tensor(row, head):

@@ -196,6 +196,7 @@ def test_convert_with_a_forced_layout(tmp_path, capsys):
     assert_loaded(model, expected_state(VARIANT, ''))
 
 
+@PACKAGE_ONLY
 @pytest.mark.parametrize('name, head, fits', [
     ('pose_hrnet', 'classification', "head='high_res'"),
     ('mmpose', '', "head='high_res'"),
@@ -230,6 +231,7 @@ def test_unknown_layout_non_strict(caplog):
         assert hrnet.checkpoint_filter_fn(state, model, strict=False) == {}
     assert 'layout not recognised' in caplog.text and 'Loading non-strict: missing weights keep' in caplog.text
 
+@PACKAGE_ONLY
 
 def test_features_only_hint_and_no_hint_for_another_variant(foreign_file):
     path = foreign_file('pose_hrnet')

@@ -8,11 +8,12 @@ from hypothesis import given
 import timm
 
 import strategies
-from target import hrnet
+from target import PACKAGE_ONLY, hrnet
 from conftest import (
     HEAD_PARAMS, HEADS, assert_loaded, checkpoint, create, expected_state, serve_modified, served_checkpoint)
 
 
+@PACKAGE_ONLY
 @pytest.mark.parametrize('head', HEADS)
 def test_seed_calls_verbatim(head):
     """ The reported calls, with the strict= alias, work for each head."""
@@ -22,6 +23,7 @@ def test_seed_calls_verbatim(head):
     model = timm.create_model('hrnet_w18', pretrained=False, head=head, strict=False)
     assert model(torch.randn(1, 3, 64, 64)) is not None
 
+@PACKAGE_ONLY
 
 def test_strict_alias_conflict():
     with pytest.raises(TypeError, match='alias of pretrained_strict'):
@@ -70,7 +72,7 @@ def test_wrong_shape_raises():
         timm.create_model(variant, pretrained=True, pretrained_cfg_overlay=overlay)
 
 
-@pytest.mark.parametrize('alias', ['strict', 'pretrained_strict'])
+@pytest.mark.parametrize('alias', [pytest.param('strict', marks=PACKAGE_ONLY), 'pretrained_strict'])
 def test_loose_load_warns(alias, caplog):
     variant = 'hrnet_w18_small'
     full = checkpoint(variant)
