@@ -16,7 +16,7 @@ import os
 import pickle
 import zipfile
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Sequence
+from typing import Any, Callable, Dict, Iterator
 
 import safetensors
 
