@@ -1,4 +1,4 @@
-""" README's bad-input table, row by row: each bad input raises its exception type with a message naming the
+""" The bad-input table of docs/bad-input.md, row by row: each bad input raises its exception type with a message naming the
 problem, and no model comes back; the inputs the table accepts load or run as it says.
 
 Missing keys, extra keys, wrong shapes and another variant's checkpoint have their tests in test_pretrained.py, a
@@ -19,7 +19,7 @@ from target import PACKAGE_ONLY
 from conftest import checkpoint, listed, serve_modified
 
 VARIANT = 'hrnet_w18_small'
-README = Path(__file__).parent.parent / 'README.md'
+TABLE = Path(__file__).parent.parent / 'docs' / 'bad-input.md'
 
 
 def _load_file(path) -> torch.nn.Module:
@@ -32,7 +32,7 @@ def _write_truncated_safetensors(path: Path) -> None:
     path.write_bytes(data[:len(data) // 2])
 
 
-FILES = {  # README row: (make the file at path, exception, message)
+FILES = {  # docs/bad-input.md row: (make the file at path, exception, message)
     'empty file': (lambda p: p.write_bytes(b''), ValueError, r'is empty \(0 bytes\)'),
     'truncated .safetensors': (_write_truncated_safetensors, ValueError, r'is not a readable safetensors file'),
     'text file': (lambda p: p.write_text('<html>404 Not Found</html>'), ValueError,
@@ -63,7 +63,7 @@ def _integer(sd):
     sd['bn1.num_batches_tracked'] = sd['bn1.num_batches_tracked'].float()
 
 
-CHECKPOINTS = {  # README row: (change the checkpoint in place, message of the RuntimeError)
+CHECKPOINTS = {  # docs/bad-input.md row: (change the checkpoint in place, message of the RuntimeError)
     'NaN or Inf in a tensor': (_nan, r'NaN or Inf values \(2\): layer1\.0\.conv1\.weight, '
                                      r'stage3\.0\.branches\.1\.0\.bn1\.running_var\.'),
     'integer tensor for a float weight (or the reverse)': (
@@ -118,7 +118,7 @@ def test_precision_loss_warns(caplog):
     assert torch.equal(model.conv1.weight, sd['conv1.weight'].to(torch.bfloat16))
 
 
-ARGS = {  # README row: (create_model kwargs, message of the ValueError)
+ARGS = {  # docs/bad-input.md row: (create_model kwargs, message of the ValueError)
     "head typo (head='clasification')": (dict(head='clasification'), r"Unknown HRNet head 'clasification'"),
     'in_chans=0': (dict(in_chans=0), r'in_chans must be a positive int, got 0'),
     'negative num_classes': (dict(num_classes=-1), r'num_classes must be an int >= 0 .*got -1'),
@@ -140,7 +140,7 @@ def test_bad_arguments(row):
         timm.create_model(VARIANT, **kwargs)
 
 
-INPUTS = {  # README row: (input shape, train mode, message of the ValueError)
+INPUTS = {  # docs/bad-input.md row: (input shape, train mode, message of the ValueError)
     'input without a batch dim (C, H, W)': ((3, 64, 64), False, r'expects input of shape \(B, 3, H, W\)'),
     'wrong channel count': ((2, 1, 64, 64), False, r'\(B, 3, H, W\) \(in_chans=3\), got \(2, 1, 64, 64\)'),
     'training on one 32 x 32 image': ((1, 3, 32, 32), True, r'more than one value per channel at stride 32'),
@@ -165,15 +165,15 @@ def test_small_inputs_work(shape):
     assert out[-1].shape[-2:] == (-(-shape[2] // 32), -(-shape[3] // 32))
 
 
-def _readme_rows():
-    text = README.read_text()
+def _table_rows():
+    text = TABLE.read_text()
     table = text[text.index('<!-- bad-input table -->'):text.index('<!-- end bad-input table -->')]
     return [[c.strip() for c in line.strip('|').split('|')] for line in table.splitlines()[3:] if line.startswith('|')]
 
 
-def test_readme_table():
-    """ README's table has exactly the rows tested here, and every test it names exists."""
-    rows = _readme_rows()
+def test_docs_table():
+    """ docs/bad-input.md's table has exactly the rows tested here, and every test it names exists."""
+    rows = _table_rows()
     named = {m.group(1) for m in (re.match(r'`([^`]+)`', r[0]) for r in rows) if m}
     assert set(FILES) | set(CHECKPOINTS) | set(ARGS) | set(INPUTS) <= named
     tests_dir = Path(__file__).parent

@@ -1,5 +1,6 @@
 """ CI: .ci/run runs README's two commands; the GitHub Actions workflow, which cannot run here, passes actionlint
 (from the test extra), and a broken copy of it does not, so the lint is real."""
+import re
 import shutil
 import subprocess
 import sys
@@ -44,3 +45,16 @@ def test_ci_runs_readme_commands():
     commands = [line.split('=', 1)[1].strip("'")
                 for line in ci.splitlines() if line.startswith(('MAIN_JOB=', 'TESTS='))]
     assert len(commands) == 2 and all(f'    {c}\n' in readme for c in commands), commands
+
+
+def test_docs_name_only_files_that_exist():
+    """ Every repo file that README, docs/, the workflow and tox.ini name exists (no stale names after a rename)."""
+    root = Path(__file__).resolve().parents[1]
+    texts = [root / 'README.md', root / 'tox.ini', *root.glob('docs/*.md'), *root.glob('.github/workflows/*.yml')]
+    named = {(t.name, m) for t in texts
+             for m in re.findall(r'\b((?:tests|tools|benchmarks|timm_hrnet_patch|docs)/[\w./-]*\w\.(?:py|md|patch|txt))',
+                                 t.read_text())}
+    assert named
+    external = {'tests/test_models.py', 'tools/train.py'}  # timm's test file; HRNet-Semantic-Segmentation's script
+    missing = sorted((doc, path) for doc, path in named if not (root / path).exists() and path not in external)
+    assert not missing, missing

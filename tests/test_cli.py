@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -20,6 +21,13 @@ from conftest import HEADS, assert_loaded, checkpoint, expected_state, serve_fro
 
 VARIANT = 'hrnet_w18_small'
 KINDS = len(HEADS) + len(hrnet.FEATURE_LOCATIONS)  # every head, and features_only at each location
+
+
+def test_readme_gives_the_check_count():
+    """ README's figures for `check`: 2 (pretrained or not) x every variant x KINDS cases per device."""
+    cases = 2 * len(timm.list_models('hrnet*')) * KINDS
+    readme = (Path(__file__).parents[1] / 'README.md').read_text()
+    assert f'ending in `{cases}/{cases} ok, 0 failed` on a CPU-only machine ({2 * cases} with CUDA)' in readme
 
 
 def _check_in_subprocess(cache, *args):
