@@ -117,7 +117,8 @@ def builds(draw) -> Tuple[str, Dict]:
 
 class Perturbation(NamedTuple):
     """ A change to a checkpoint: keys dropped, renamed, reshaped, cast and added; then the state dict wrapped in a
-    container (with training state beside it) and its keys prefixed, as training scripts save them."""
+    container (with training state beside it) and its keys prefixed, as training scripts save them. `lossy`: the
+    keys the change makes unloadable for the model it was drawn for (empty: it must load exactly)."""
     drop: Tuple[str, ...]
     rename: Tuple[Tuple[str, str], ...]
     reshape: Tuple[str, ...]
@@ -125,19 +126,17 @@ class Perturbation(NamedTuple):
     junk: Tuple[str, ...]
     prefix: str
     container: Optional[str]
+    lossy: Tuple[str, ...]
 
     def apply(self, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict]:
         """ (the changed state dict, what is saved: it wrapped and prefixed)."""
         sd = {k: v for k, v in state_dict.items() if k not in self.drop}
         for old, new in self.rename:
-            if old in sd:
-                sd[new] = sd.pop(old)
+            sd[new] = sd.pop(old)
         for k in self.reshape:
-            if k in sd:
-                sd[k] = sd[k].flatten()[:max(1, sd[k].numel() - 1)].clone()
+            sd[k] = sd[k].flatten()[:max(1, sd[k].numel() - 1)].clone()
         for k, dtype in self.cast:
-            if k in sd:
-                sd[k] = sd[k].to(dtype)
+            sd[k] = sd[k].to(dtype)
         sd.update({k: torch.zeros(2) for k in self.junk})
         saved = {self.prefix + k: v for k, v in sd.items()}
         if self.container:
@@ -145,34 +144,40 @@ class Perturbation(NamedTuple):
         return sd, saved
 
 
-_LOSSLESS_DTYPES = (torch.float16, torch.bfloat16, torch.float64)
-_FUZZ_DTYPES = _LOSSLESS_DTYPES + (torch.int64, torch.bool)
+_LOSSLESS_DTYPES = (torch.float16, torch.bfloat16, torch.float64)  # float32 weights in these load exactly (float32)
+_LOSSY_DTYPES = (torch.int64, torch.bool)  # a float weight in an integer or bool tensor cannot load
 
 
 @st.composite
-def perturbations(draw, keys) -> Perturbation:
-    """ A change to a checkpoint with the given keys. Half are wrappers and casts the loader takes (supported
-    containers and prefix, float dtypes), half anything: keys dropped, renamed, reshaped, added too."""
-    keys = sorted(keys)
-    if draw(st.booleans()):  # what must load
-        return Perturbation(
-            drop=(), rename=(), reshape=(), junk=(),
-            cast=tuple(draw(st.lists(st.tuples(st.sampled_from(keys), st.sampled_from(_LOSSLESS_DTYPES)),
-                                     max_size=3))),
-            prefix=draw(st.sampled_from(['', 'module.'])),
-            container=draw(st.sampled_from([None, 'state_dict', 'model'])),
-        )
-    some_keys = st.lists(st.sampled_from(keys), max_size=3, unique=True)
-    names = st.from_regex(r'\A[a-z_]{1,8}(\.[0-9a-z_]{1,6}){1,3}\Z')
-    renamed_to = st.sampled_from(keys) | names | st.sampled_from(keys).map(lambda k: k.replace('.', '_', 1))
+def perturbations(draw, state_dict: Dict[str, torch.Tensor], model_keys) -> Perturbation:
+    """ A change to a checkpoint for a model with model_keys, wrapped as the loader takes it (a 'state_dict' or
+    'model' container, a 'module.' prefix). Half are lossless: float weights cast to float dtypes that hold float32's
+    values. Half are lossy, by hand: one to four of a required key dropped or renamed to an unknown one, a loaded
+    key reshaped, a float weight cast to an integer or bool dtype, an unknown key added; their keys are `lossy`."""
+    keys = sorted(state_dict)
+    loaded = sorted(k for k in keys if k in model_keys)
+    floats = [k for k in loaded if state_dict[k].is_floating_point() and not k.endswith('.num_batches_tracked')]
+    required = [k for k in loaded if not k.endswith('.num_batches_tracked')]  # torch fills in absent counters
+    unknown = st.from_regex(r'\A[a-z]{1,8}(\.[0-9a-z_]{1,6}){1,2}\Z').map(lambda k: 'junk_' + k)
+    wrap = dict(prefix=draw(st.sampled_from(['', 'module.'])),
+                container=draw(st.sampled_from([None, 'state_dict', 'model'])))
+    if draw(st.booleans()):  # must load
+        cast = draw(st.lists(st.tuples(st.sampled_from(floats), st.sampled_from(_LOSSLESS_DTYPES)), max_size=3,
+                             unique_by=lambda c: c[0]))
+        return Perturbation(drop=(), rename=(), reshape=(), cast=tuple(cast), junk=(), lossy=(), **wrap)
+    picked = draw(st.lists(st.sampled_from(required), min_size=1, max_size=4, unique=True))
+    ops = [draw(st.sampled_from(['drop', 'rename', 'reshape', 'cast'] if k in floats else ['drop', 'rename']))
+           for k in picked]
+    rename = tuple((k, draw(unknown)) for k, op in zip(picked, ops) if op == 'rename')
+    junk = tuple(draw(st.lists(unknown.filter(lambda k: k not in dict(rename).values()), max_size=1)))
     return Perturbation(
-        drop=tuple(draw(some_keys)),
-        rename=tuple(draw(st.lists(st.tuples(st.sampled_from(keys), renamed_to), max_size=2))),
-        reshape=tuple(draw(some_keys)),
-        cast=tuple(draw(st.lists(st.tuples(st.sampled_from(keys), st.sampled_from(_FUZZ_DTYPES)), max_size=3))),
-        junk=tuple(draw(st.lists(names, max_size=2, unique=True))),
-        prefix=draw(st.sampled_from(['', 'module.', 'module.module.', 'backbone.', '_orig_mod.'])),
-        container=draw(st.sampled_from([None, 'state_dict', 'model', 'model_ema', 'ema_state_dict'])),
+        drop=tuple(k for k, op in zip(picked, ops) if op == 'drop'),
+        rename=rename,
+        reshape=tuple(k for k, op in zip(picked, ops) if op == 'reshape'),
+        cast=tuple((k, draw(st.sampled_from(_LOSSY_DTYPES))) for k, op in zip(picked, ops) if op == 'cast'),
+        junk=junk,
+        lossy=tuple(picked) + tuple(new for _, new in rename) + junk,
+        **wrap,
     )
 
 
