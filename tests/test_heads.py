@@ -1,5 +1,6 @@
 """ Head contract: construction, forward shapes, feature_info, input sizes, errors and purity."""
 import copy
+import re
 
 import pytest
 import torch
@@ -172,12 +173,31 @@ def test_reset_classifier():
             model.reset_classifier(10)
 
 
-def test_group_matcher():
-    model = timm.create_model('hrnet_w18_small')
-    matcher = model.group_matcher()
-    assert matcher['stem'] and matcher['block_types']
-    groups = timm.models.group_parameters(model, matcher)
-    assert sum(len(v) for v in groups.values()) == len(list(model.parameters()))
+@pytest.mark.parametrize('coarse', [True, False])
+def test_group_matcher(coarse):
+    """ timm's parameter groups (layer-wise lr decay) from group_matcher are the ones written out here by module name:
+    the stem; per stage (coarse) or per block / HighResolutionModule, a transition with its stage's last; the head."""
+    model = timm.create_model('hrnet_w18')
+    groups = timm.models.group_parameters(model, model.group_matcher(coarse=coarse))
+    last = {}  # stage number: index of its last block (layer1) or HighResolutionModule
+    for name, _ in model.named_parameters():
+        m = re.match(r'(?:layer|stage)(\d+)\.(\d+)\.', name)
+        if m:
+            last[m[1]] = max(last.get(m[1], 0), int(m[2]))
+
+    def group(name):
+        if re.match(r'(conv|bn)[12]\.', name):
+            return 'stem'
+        m = re.match(r'(layer|stage|transition)(\d+)(?:\.(\d+))?', name)
+        if m is None:
+            return 'head'
+        return m[2] if coarse else f'{m[2]}.{last[m[2]] if m[1] == "transition" else m[3]}'
+
+    expected = {}
+    for name, _ in model.named_parameters():
+        expected.setdefault(group(name), set()).add(name)
+    assert sorted(map(sorted, groups.values())) == sorted(map(sorted, expected.values()))
+    assert set(next(iter(groups.values()))) == expected['stem']
 
 
 @pytest.mark.parametrize('head', HEADS)

@@ -87,7 +87,8 @@ def test_transformers_output_hidden_states():
         plain = model(x).feature_maps
     assert [tuple(h.shape[1:]) for h in out.hidden_states] == [
         ([64, *INCRE_CHS][i], *reduce(64, 96, REDUCTIONS[i])) for i in range(5)]
-    assert all(torch.equal(a, b) for a, b in zip(out.feature_maps, plain)) and len(plain) == 4
+    assert len(out.feature_maps) == len(plain) == 4 and len(out.hidden_states) == 5
+    assert all(torch.equal(a, b) for a, b in zip(out.feature_maps, plain))
     assert all(torch.equal(a, b) for a, b in zip(out.hidden_states[1:], plain))
     last_only = transformers.TimmBackbone(transformers.TimmBackboneConfig(backbone='hrnet_w18_small')).eval()
     with pytest.raises(ValueError, match=r'feature indices \[1, 2, 3\] are not computed by this model.*\[0, 4\]'):

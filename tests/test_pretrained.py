@@ -10,18 +10,21 @@ import timm
 import strategies
 from target import PACKAGE_ONLY, hrnet
 from conftest import (
-    HEAD_PARAMS, HEADS, assert_loaded, checkpoint, create, expected_state, serve_modified, served_checkpoint)
+    HEAD_PARAMS, HEADS, assert_loaded, checkpoint, create, expected_state, listed, output_shapes, serve_modified,
+    served_checkpoint)
 
 
 @PACKAGE_ONLY
 @pytest.mark.parametrize('head', HEADS)
 def test_seed_calls_verbatim(head):
-    """ The reported calls, with the strict= alias, work for each head."""
-    sd = served_checkpoint('hrnet_w18')
+    """ The reported calls, with the strict= alias, work for each head: the trunk loads, the output is the head's."""
+    served_checkpoint('hrnet_w18')
     model = timm.create_model('hrnet_w18', pretrained=True, head=head, strict=False)
     assert_loaded(model, expected_state('hrnet_w18', head))
-    model = timm.create_model('hrnet_w18', pretrained=False, head=head, strict=False)
-    assert model(torch.randn(1, 3, 64, 64)) is not None
+    model = timm.create_model('hrnet_w18', pretrained=False, head=head, strict=False).eval()
+    with torch.no_grad():
+        out = listed(model(torch.randn(1, 3, 64, 64)))
+    assert [tuple(o.shape) for o in out] == output_shapes('hrnet_w18', head, 1, 64, 64)
 
 @PACKAGE_ONLY
 
