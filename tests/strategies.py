@@ -181,6 +181,9 @@ def perturbations(draw, state_dict: Dict[str, torch.Tensor], model_keys) -> Pert
     )
 
 
+# features_only out_indices: 1 to 5 distinct taps (0 the stem, 1-4 the strides 4-32), negative ones from the end
+out_indices = st.lists(st.integers(-5, 4), min_size=1, max_size=5, unique_by=lambda i: i % 5).map(tuple)
+
 # every kind of model: each head, and features_only at each feature_location
 model_kinds = st.sampled_from(
     [dict(head=h) for h in HEADS] + [dict(features_only=True, feature_location=loc) for loc in hrnet.FEATURE_LOCATIONS])

@@ -4,7 +4,7 @@ import re
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import timm
@@ -104,6 +104,89 @@ def test_features_only_out_indices(feature_location):
     chs = INCRE_CHS if feature_location == 'incre' else branch_chs('hrnet_w18')
     assert model.feature_info.channels() == [chs[0], chs[3]]
     assert [o.shape[1] for o in model(torch.randn(1, 3, 64, 64))] == [chs[0], chs[3]]
+
+
+def _unused(model: torch.nn.Module, x: torch.Tensor) -> list:
+    """ Names of the parameters without a gradient after one training forward and backward."""
+    model.zero_grad(set_to_none=True)
+    sum(o.sum() for o in listed(model.train()(x))).backward()
+    return [n for n, p in model.named_parameters() if p.grad is None]
+
+
+@pytest.mark.parametrize('head', HEADS)
+def test_every_parameter_gets_a_gradient(head):
+    """ Each head builds only what its output uses (DDP with find_unused_parameters=False)."""
+    assert _unused(timm.create_model('hrnet_w18_small', head=head), torch.randn(2, 3, 64, 64)) == []
+
+
+@pytest.mark.parametrize('feature_location', ['incre', ''])
+def test_features_only_builds_what_out_indices_take(feature_location):
+    """ features_only with any out_indices (negative ones from the end, transformers' default (-1,) among them):
+    the maps are the full model's at those taps, in tap order, and every parameter gets a gradient."""
+    full = timm.create_model('hrnet_w18_small', features_only=True, feature_location=feature_location).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        taps = full(x)
+
+    @example(out_indices=(-1,))
+    @example(out_indices=(0,))
+    @example(out_indices=(-4, 3))
+    @example(out_indices=(2, -1, 0))
+    @given(out_indices=strategies.out_indices)
+    def check(out_indices):
+        model = timm.create_model(
+            'hrnet_w18_small', features_only=True, feature_location=feature_location, out_indices=out_indices)
+        model.load_state_dict({k: v for k, v in full.state_dict().items() if k in model.state_dict()})
+        with torch.no_grad():
+            maps = model.eval()(x)
+        expected = [taps[i] for i in sorted(i % 5 for i in out_indices)]
+        assert len(maps) == len(expected) and all(torch.equal(a, b) for a, b in zip(maps, expected)), out_indices
+        assert _unused(model, x) == [], out_indices
+
+    check()
+
+
+def dilated_by_surgery(model: torch.nn.Module, output_stride: int) -> torch.nn.Module:
+    """ The stride 32 model made dilated in place, from its module names alone (not the package's dilation code): a
+    3x3 conv from branch src to branch dst (nominal strides 4 * 2 ** b) dilates as src's maps do, by
+    max(1, 4 * 2 ** src // output_stride), and a stride 2 one runs at stride 1 where dst's maps stay at src's
+    resolution. Branch pairs: layer1 and branch b's blocks and incre module (b, b); transition t's conv to its new
+    branch (t - 1, t), to an old one (i, i); a fuse layer's k-th conv down from branch j (j + k, j + k + 1); the
+    classification head's i-th downsample (i, i + 1)."""
+    patterns = [
+        (r'layer1\.', lambda m: (0, 0)),
+        (r'(?:stage\d\.\d+\.branches|incre_modules)\.(\d)\.', lambda m: (int(m[1]), int(m[1]))),
+        (r'transition(\d)\.(\d)\.0\.0$', lambda m: (int(m[1]) - 1, int(m[1]))),
+        (r'transition\d\.(\d)\.0$', lambda m: (int(m[1]), int(m[1]))),
+        (r'stage\d\.\d+\.fuse_layers\.\d\.(\d)\.(\d)\.0$',
+         lambda m: (int(m[1]) + int(m[2]), int(m[1]) + int(m[2]) + 1)),
+        (r'downsamp_modules\.(\d)\.0$', lambda m: (int(m[1]), int(m[1]) + 1)),
+    ]
+    dilation = [max(1, 4 * 2 ** b // output_stride) for b in range(4)]
+    for name, conv in model.named_modules():
+        if isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (3, 3) and name not in ('conv1', 'conv2'):
+            src, dst = next(f(m) for p, f in patterns for m in [re.match(p, name)] if m)
+            conv.dilation = conv.padding = (dilation[src], dilation[src])
+            if dst > src and dilation[dst] > dilation[src]:
+                conv.stride = (1, 1)
+    return model
+
+
+@pytest.mark.parametrize('output_stride', [16, 8])
+@pytest.mark.parametrize('head', HEADS)
+def test_output_stride_is_the_dilated_network(head, output_stride):
+    """ output_stride 16 / 8 computes what the stride 32 network dilated by surgery computes, on the same weights: the
+    right convolutions dilate by the right factor (shapes alone would pass a model that does not dilate)."""
+    model = timm.create_model('hrnet_w18_small', head=head, output_stride=output_stride).eval()
+    reference = timm.create_model('hrnet_w18_small', head=head)
+    reference.load_state_dict(model.state_dict())
+    reference = dilated_by_surgery(reference, output_stride).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        out, expected = listed(model(x)), listed(reference(x))
+    assert len(out) == len(expected)
+    for a, b in zip(out, expected):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize('head', HEADS)
