@@ -1,58 +1,181 @@
-""" Mutation check: break the fix on purpose, one way at a time, and confirm the test suite catches each.
+""" Mutation check: break each documented behaviour on purpose, one text change at a time, and see the suite fail.
 
-    python tools/mutation_check.py [pytest args]     (default: -n auto -q; e.g. -m "not slow" for a quick pass)
+    python tools/mutation_check.py [--only NAME ...] [--docs]
 
-Each mutation is an exact text replacement in timm_hrnet_patch/hrnet.py (the package must be installed
-editable, so the suite imports the mutated file). The file is restored after each run, also on error or Ctrl-C.
-Prints the failing tests of each mutation; exits 1 if the suite passes with any of them (a surviving mutant).
+Each mutant is an exact text replacement in one file of the package (tests/test_mutants.py checks, in every run of
+the suite, that each anchor is found exactly once, so the list cannot go stale), with the test files that guard its
+behaviour. Each run is `python -m pytest -x -m "not slow" FILES` on the source tree, with the file restored afterwards,
+also on error or Ctrl-C. It prints one row per mutant (killed by which test, or SURVIVED) and the score; with
+--docs it writes that table into docs/testing.md between its markers. Exits 1 if a mutant survives. It takes about
+15 minutes on 2 cores (each mutant runs its guards until the first failure), too slow for CI.
 """
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import List, NamedTuple
 
-SOURCE = Path(__file__).resolve().parents[1] / 'timm_hrnet_patch' / 'hrnet.py'
-MUTATIONS = {
-    'remove the filter fn': (
-        '        pretrained_filter_fn=partial(checkpoint_filter_fn, strict=pretrained_strict),\n', ''),
-    'incre skips its modules': (
-        'return [self.incre_modules[b](y) for b, y in zip(self.branch_outputs, yl)]', 'return yl'),
-    'scale-factor upsampling': (
-        "z = F.interpolate(z, size=x[i].shape[-2:], mode='nearest')",
-        "z = F.interpolate(z, scale_factor=2 ** (j - i), mode='nearest')"),
-    'head not validated': (
-        '        if not isinstance(head, str) or head not in HEADS:\n            raise ValueError(',
-        '        if False:\n            raise ValueError('),
-    'fuse layers of every output built': (
-        '            if i not in self.outputs:\n', '            if False:\n'),
-    'filter drops nothing of partial outputs': (
-        "            prefixes += [f'stage4.{len(self.stage4) - 1}.fuse_layers.{b}.' for b in not_taken]\n", ''),
-    'NaN not checked': ("    non_finite = [k for k, v in floats.items() if not torch.isfinite(v).all()]",
-                        "    non_finite = []"),
-}
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / 'docs' / 'testing.md'
+MARKERS = ('<!-- mutation score -->', '<!-- end mutation score -->')
 
 
-def main(pytest_args) -> int:
-    original = SOURCE.read_text()
+class Mutant(NamedTuple):
+    behaviour: str  # the documented behaviour it breaks
+    path: str  # file, relative to the repo root
+    old: str  # text found exactly once in it
+    new: str
+    tests: str  # the test files that guard it, space-separated
+
+
+_M, _P, _C = 'timm_hrnet_patch/hrnet.py', 'timm_hrnet_patch/_policy.py', 'timm_hrnet_patch/cli.py'
+MUTANTS: List[Mutant] = [
+    # heads (docs/heads.md)
+    Mutant("head 'classification': logits from the 2048-channel map", _M,
+           '            return self.final_layer(y)\n', '            return y\n', 'tests/test_heads.py'),
+    Mutant("head 'incre': maps through the incre modules", _M,
+           'return [self.incre_modules[b](y) for b, y in zip(self.branch_outputs, yl)]', 'return yl',
+           'tests/test_heads.py'),
+    Mutant("head '': the 4 branch maps", _M,
+           "    '': HeadSpec(incre=False, classifier=False, branches=(0, 1, 2, 3), output='maps'),",
+           "    '': HeadSpec(incre=False, classifier=False, branches=(0, 1, 2), output='maps'),", 'tests/test_heads.py'),
+    Mutant("head 'high_res': the stride 4 map", _M,
+           '            return yl[0]\n', '            return yl[-1]\n', 'tests/test_heads.py'),
+    Mutant("head 'concat': bilinear upsampling to stride 4", _M,
+           "F.interpolate(y, size=size, mode='bilinear', align_corners=align_corners) for y in yl[1:]]",
+           "F.interpolate(y, size=size, mode='nearest') for y in yl[1:]]", 'tests/test_heads.py tests/test_matrix.py'),
+    Mutant('unknown head: ValueError listing the heads', _M,
+           '        if not isinstance(head, str) or head not in HEADS:', '        if head is None:',
+           'tests/test_heads.py'),
+    # output_stride, any input size, every parameter used, out_indices, return_layers
+    Mutant('output_stride: the branches below it dilate', _M,
+           'return tuple(max(1, 4 * 2 ** b // output_stride) for b in range(4))', 'return (1, 1, 1, 1)',
+           'tests/test_heads.py'),
+    Mutant('any input size: fuse layers interpolate to the size of the map they add to', _M,
+           'z = F.interpolate(z, size=x[i].shape[-2:], **self.upsample)',
+           'z = F.interpolate(z, scale_factor=2 ** (j - i), **self.upsample)', 'tests/test_bad_input.py'),
+    Mutant('every parameter used: only the taken outputs get fuse layers', _M,
+           '            if i not in self.outputs:\n', '            if False:\n', 'tests/test_heads.py'),
+    Mutant('negative out_indices select from the end', _M,
+           'out_indices = tuple(sorted(i % num_taps for i in out_indices))',
+           'out_indices = tuple(sorted(abs(i) % num_taps for i in out_indices))', 'tests/test_heads.py'),
+    Mutant("return_layers: the named modules' maps", _M,
+           'indices = sorted(modules.index(m) for m in self.return_layers)',
+           'indices = sorted(modules.index(m) for m in self.return_layers)[:1]', 'tests/test_heads.py'),
+    # loading (docs/heads.md, docs/checkpoints.md)
+    Mutant('pretrained: the head-aware filter', _M,
+           '        pretrained_filter_fn=partial(checkpoint_filter_fn, strict=pretrained_strict),\n', '',
+           'tests/test_pretrained.py'),
+    Mutant('strict: a mismatch raises naming the keys', _M,
+           "            raise RuntimeError(msg + ' Pass pretrained_strict=False to load it anyway.')",
+           '            pass', 'tests/test_pretrained.py'),
+    Mutant('the filter drops the fuse layers of outputs not built', _M,
+           "        prefixes += [f'stage4.{last_module}.fuse_layers.{b}.' for b in not_taken]\n", '',
+           'tests/test_pretrained.py tests/test_matrix.py'),
+    Mutant("layout hrnet-seg: upsamples as 'bilinear_aligned'", _M,
+           "upsample_modes=('bilinear_aligned', 'bilinear')),", "upsample_modes=('nearest', 'bilinear')),",
+           'tests/test_layouts.py'),
+    Mutant('layout pose_hrnet: its keypoint head is dropped', _M,
+           "('conv1.weight', 'final_layer.weight'), drops=(('final_layer.', 'keypoint head'),)),",
+           "('conv1.weight', 'final_layer.weight'), drops=()),", 'tests/test_layouts.py'),
+    Mutant('layout mmpretrain: downsample BatchNorms', _M,
+           "('neck.0.downsample_layers.*.bn.', 'downsamp_modules.*.1.'),",
+           "('neck.0.downsample_layers.*.bn.', 'downsamp_modules.*.0.'),", 'tests/test_layouts.py'),
+    Mutant("layout mmseg: upsamples as 'bilinear'", _M,
+           "        upsample_modes=('bilinear',)),", "        upsample_modes=('nearest',)),", 'tests/test_layouts.py'),
+    Mutant('layout mmpose: its keypoint head is dropped', _M,
+           "renames=(('backbone.', ''),), drops=(('head.', 'keypoint head'), *_OPENMMLAB_DROPS)),",
+           "renames=(('backbone.', ''),), drops=_OPENMMLAB_DROPS),", 'tests/test_layouts.py'),
+    Mutant('layout mmpose-0.x: detected from its keypoint head', _M,
+           "('backbone.conv1.weight', 'keypoint_head.final_layer.'),",
+           "('backbone.conv1.weight', 'keypoint_head.final.'),", 'tests/test_layouts.py'),
+    Mutant("upsample_mode 'bilinear': align_corners=False", _M,
+           "    'bilinear': dict(mode='bilinear', align_corners=False),",
+           "    'bilinear': dict(mode='bilinear', align_corners=True),", 'tests/test_layouts.py'),
+    # the package's policy (docs/bad-input.md rows, safe loading)
+    Mutant('bad input: a weights file that does not exist', _P,
+           '    if not os.path.exists(path):', '    if False:', 'tests/test_bad_input.py'),
+    Mutant('bad input: an empty weights file', _P, '    if size == 0:', '    if False:', 'tests/test_bad_input.py'),
+    Mutant('bad input: a truncated .safetensors file', _P,
+           '                    f.get_slice(key)  #', '                    pass  #', 'tests/test_bad_input.py'),
+    Mutant('bad input: a file that is not a checkpoint', _P,
+           '    if not (zipfile.is_zipfile(path) or head[:1] == pickle.PROTO):', '    if False:',
+           'tests/test_bad_input.py'),
+    Mutant('bad input: integer tensor for a float weight', _P,
+           'or v.is_floating_point() != model_sd[k].is_floating_point())]', 'or False)]',
+           'tests/test_bad_input.py tests/test_fuzz.py'),
+    Mutant('bad input: NaN or Inf in a tensor', _P,
+           '    non_finite = [k for k, v in floats.items() if not torch.isfinite(v).all()]', '    non_finite = []',
+           'tests/test_bad_input.py'),
+    Mutant('bad input: float32 into bfloat16 warns', _P, '    if lossy:\n', '    if False:\n',
+           'tests/test_bad_input.py'),
+    Mutant('bad input: in_chans=0', _P, 'or in_chans < 1:', 'or in_chans < 0:', 'tests/test_bad_input.py'),
+    Mutant('bad input: wrong channel count', _P, '    if x.ndim != 4 or x.shape[1] != in_chans:',
+           '    if x.ndim != 4:', 'tests/test_bad_input.py'),
+    Mutant('bad input: training on one value per channel', _P,
+           '// s) * ((x.shape[3] + s - 1) // s) == 1:', '// s) * ((x.shape[3] + s - 1) // s) == 0:',
+           'tests/test_bad_input.py'),
+    Mutant('bad input: a checkpoint for another head names the head that fits', _P,
+           '    return message + hint + _STRICT_HINT', '    return message + _STRICT_HINT', 'tests/test_layouts.py'),
+    Mutant('strict= is an alias of pretrained_strict=', _P,
+           "            strict = kwargs.pop('strict')\n", "            strict = not kwargs.pop('strict')\n",
+           'tests/test_pretrained.py'),
+    Mutant('safe loading: pickles unpickle with weights_only=True', 'timm_hrnet_patch/_compat.py',
+           "    kwargs['weights_only'] = True", "    kwargs['weights_only'] = False", 'tests/test_hostile.py'),
+    # start-up hook, CLI, series
+    Mutant('start-up hook: TIMM_HRNET_PATCH=0 opts out', '_timm_hrnet_patch_hook.py',
+           "not in ('0', 'false', 'no', 'off')", "not in ('false', 'no', 'off')", 'tests/test_reentry.py'),
+    Mutant('convert: the result loads strictly before it is written', _C,
+           '        model.load_state_dict(tensors, strict=True, assign=True)',
+           '        model.load_state_dict(tensors, strict=False, assign=True)', 'tests/test_cli.py tests/test_layouts.py'),
+    Mutant('check: exit status 1 on a failure', _C, '    return 1 if failed else 0', '    return 0',
+           'tests/test_cli.py'),
+    Mutant("the series ends at the package's module", 'timm_hrnet_patch/upstream.py',
+           '    if files[MODULE_PATH] != ours:', '    if False:', 'tests/test_upstream_pr.py'),
+]
+
+
+def run(mutant: Mutant) -> dict:
+    """ The mutant's guards run on the mutated source: {'killed_by': first failing test or None, 'seconds'}."""
+    path = ROOT / mutant.path
+    original = path.read_text()
+    if original.count(mutant.old) != 1:
+        raise SystemExit(f'mutant {mutant.behaviour!r}: its anchor is not found exactly once in {mutant.path}')
+    start = time.perf_counter()
+    try:
+        path.write_text(original.replace(mutant.old, mutant.new))
+        done = subprocess.run(
+            [sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider', '-m', 'not slow', '-rf',
+             *mutant.tests.split()], cwd=ROOT, capture_output=True, text=True)
+    finally:
+        path.write_text(original)
+    failed = re.findall(r'^FAILED (\S+)', done.stdout, re.M)
+    killed = failed[0] if failed else ('(collection or import error)' if done.returncode not in (0, 5) else None)
+    return dict(killed_by=killed, seconds=time.perf_counter() - start)
+
+
+def main(argv: List[str]) -> int:
+    only = argv[argv.index('--only') + 1:] if '--only' in argv else None
+    mutants = [m for m in MUTANTS if only is None or any(o in m.behaviour for o in only)]
+    rows = ['| behaviour broken | file | killed by |', '| --- | --- | --- |']
     survivors = []
-    for name, (old, new) in MUTATIONS.items():
-        assert original.count(old) == 1, f'mutation {name!r} no longer matches {SOURCE.name} exactly once'
-        try:
-            SOURCE.write_text(original.replace(old, new))
-            run = subprocess.run(
-                [sys.executable, '-m', 'pytest', '-p', 'no:benchmark', '-rf', '--no-header', *pytest_args],
-                capture_output=True, text=True)
-        finally:
-            SOURCE.write_text(original)
-        failed = sorted(set(re.findall(r'^FAILED (\S+)', run.stdout, re.M)))
-        summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr.strip()[-300:]
-        print(f'## {name}: {"caught" if run.returncode else "SURVIVED"} ({summary})')
-        for test in failed:
-            print(f'   {test}')
-        if not run.returncode:
-            survivors.append(name)
+    for m in mutants:
+        result = run(m)
+        killed = result['killed_by']
+        if killed is None:
+            survivors.append(m.behaviour)
+        rows.append(f"| {m.behaviour} | `{m.path}` | {f'`{killed}`' if killed else '**SURVIVED**'} |")
+        print(rows[-1], f"({result['seconds']:.0f} s)", flush=True)
+    score = f'{len(mutants) - len(survivors)}/{len(mutants)} mutants killed' + (
+        f"; survived: {', '.join(survivors)}" if survivors else '')
+    print(score)
+    if '--docs' in argv and only is None:
+        text = DOCS.read_text()
+        start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
+        DOCS.write_text(text[:start] + '\n' + '\n'.join(rows) + f'\n\n{score}.\n' + text[end:])
     return 1 if survivors else 0
 
 
 if __name__ == '__main__':
-    sys.exit(main(sys.argv[1:] or ['-n', 'auto', '-q']))
+    sys.exit(main(sys.argv[1:]))
