@@ -334,6 +334,9 @@ RELEASES = {  # file: (layout, timm variant, head), see data/release_keys/README
     'pose_hrnet': ('pose_hrnet', 'hrnet_w48', 'high_res'),
     'mmpretrain': ('mmpretrain', 'hrnet_w18', 'classification'),
     'mmpose': ('mmpose', 'hrnet_w32', 'high_res'),
+    'mmseg-hr18s': ('mmseg', 'hrnet_w18_small_v2', 'concat'),
+    'mmseg-hr18': ('mmseg', 'hrnet_w18', 'concat'),
+    'mmseg-hr48': ('mmseg', 'hrnet_w48', 'concat'),
 }
 
 
