@@ -31,7 +31,7 @@ import strategies  # noqa: E402,F401  (loads the Hypothesis profile)
 torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1))))
 
 VARIANTS = timm.list_models('hrnet*')
-HEADS = hrnet.HEADS
+HEADS = hrnet._HEADS
 HEAD_MODULES = ('incre_modules', 'downsamp_modules', 'final_layer', 'classifier')
 # Matrix axes. The w18 family is the quick loop, the bigger variants are marked slow: -m "not slow".
 _QUICK = {v: v.startswith('hrnet_w18') for v in VARIANTS}
@@ -40,7 +40,7 @@ VARIANT_PARAMS = [pytest.param(v, marks=() if _QUICK[v] else pytest.mark.slow) f
 # keeps CI under its time budget: their forward at 256 cost 4x that at 128, for no other code path
 MAX_SIDE = {v: 256 if _QUICK[v] else 128 for v in VARIANTS}
 HEAD_PARAMS = [pytest.param(h, id=h or 'headless') for h in HEADS]
-LOCATION_PARAMS = [pytest.param(h, id=h or 'headless') for h in hrnet.FEATURE_LOCATIONS]
+LOCATION_PARAMS = [pytest.param(h, id=h or 'headless') for h in hrnet._FEATURE_LOCATIONS]
 PRETRAINED_PARAMS = [pytest.param(False, id='scratch'), pytest.param(True, id='pretrained')]
 _NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA: torch.cuda.is_available() is False')
 DEVICES = ['cpu', pytest.param('cuda', marks=[pytest.mark.cuda, _NO_CUDA])]

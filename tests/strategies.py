@@ -59,7 +59,7 @@ batches = st.integers(1, 3)
 in_chans = st.sampled_from([1, 3, 4])
 num_classes = st.sampled_from([0, 1, 1000]) | st.integers(2, 2000)
 global_pools = st.sampled_from(['avg', ''])
-HEADS = hrnet.HEADS
+HEADS = hrnet._HEADS
 heads = st.sampled_from(HEADS)
 invalid_heads = st.one_of(st.text(max_size=12).filter(lambda h: h not in HEADS), st.integers(), st.booleans())
 CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -186,7 +186,8 @@ out_indices = st.lists(st.integers(-5, 4), min_size=1, max_size=5, unique_by=lam
 
 # every kind of model: each head, and features_only at each feature_location
 model_kinds = st.sampled_from(
-    [dict(head=h) for h in HEADS] + [dict(features_only=True, feature_location=loc) for loc in hrnet.FEATURE_LOCATIONS])
+    [dict(head=h) for h in HEADS]
+    + [dict(features_only=True, feature_location=loc) for loc in hrnet._FEATURE_LOCATIONS])
 
 # models a checkpoint loads into: every head, and features_only taking part of the outputs
 load_targets = st.sampled_from(

@@ -1,4 +1,5 @@
-""" The bad-input table of docs/bad-input.md, row by row: each bad input raises its exception type with a message naming the
+""" The bad-input table of docs/bad-input.md, row by row: each bad input raises its exception type with a message
+naming the
 problem, and no model comes back; the inputs the table accepts load or run as it says.
 
 Missing keys, extra keys, wrong shapes and another variant's checkpoint have their tests in test_pretrained.py, a

@@ -51,9 +51,8 @@ def test_docs_name_only_files_that_exist():
     """ Every repo file that README, docs/, the workflow and tox.ini name exists (no stale names after a rename)."""
     root = Path(__file__).resolve().parents[1]
     texts = [root / 'README.md', root / 'tox.ini', *root.glob('docs/*.md'), *root.glob('.github/workflows/*.yml')]
-    named = {(t.name, m) for t in texts
-             for m in re.findall(r'\b((?:tests|tools|benchmarks|timm_hrnet_patch|docs)/[\w./-]*\w\.(?:py|md|patch|txt))',
-                                 t.read_text())}
+    path = r'\b((?:tests|tools|benchmarks|timm_hrnet_patch|docs)/[\w./-]*\w\.(?:py|md|patch|txt))'
+    named = {(t.name, m) for t in texts for m in re.findall(path, t.read_text())}
     assert named
     external = {'tests/test_models.py', 'tools/train.py'}  # timm's test file; HRNet-Semantic-Segmentation's script
     missing = sorted((doc, path) for doc, path in named if not (root / path).exists() and path not in external)

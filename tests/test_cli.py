@@ -20,7 +20,7 @@ from target import hrnet  # noqa: E402
 from conftest import HEADS, assert_loaded, checkpoint, expected_state, serve_from_hub, served_checkpoint  # noqa: E402
 
 VARIANT = 'hrnet_w18_small'
-KINDS = len(HEADS) + len(hrnet.FEATURE_LOCATIONS)  # every head, and features_only at each location
+KINDS = len(HEADS) + len(hrnet._FEATURE_LOCATIONS)  # every head, and features_only at each location
 
 
 def test_readme_gives_the_check_count():

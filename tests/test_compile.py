@@ -10,7 +10,7 @@ from conftest import DEVICES, HEADS, create, listed
 
 KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in HEADS] + [
     pytest.param(dict(features_only=True, feature_location=h), id=f'features_only={h!r}')
-    for h in hrnet.FEATURE_LOCATIONS]
+    for h in hrnet._FEATURE_LOCATIONS]
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-""" Checkpoint layouts of the MSRA and OpenMMLab releases (hrnet.CHECKPOINT_LAYOUTS, sources in docs/checkpoints.md).
+""" Checkpoint layouts of the MSRA and OpenMMLab releases (hrnet._CHECKPOINT_LAYOUTS, sources in docs/checkpoints.md).
 
 Each layout's test checkpoint is the synthetic timm checkpoint renamed through the inverse of the layout's mapping,
 with its own task's head keys (as the sources name them) and its container added. It must be detected, round-trip
@@ -24,7 +24,7 @@ if UNDER_TEST == 'package':
     from timm_hrnet_patch.cli import main as cli
 
 VARIANT = 'hrnet_w18_small'
-LAYOUTS = list(hrnet.CHECKPOINT_LAYOUTS.values())
+LAYOUTS = list(hrnet._CHECKPOINT_LAYOUTS.values())
 LAYOUT_PARAMS = [pytest.param(layout, id=layout.name) for layout in LAYOUTS]
 def _bn(prefix: str, chs: int) -> Dict[str, tuple]:
     return {f'{prefix}{n}': (chs,) for n in ('weight', 'bias', 'running_mean', 'running_var')} | {
@@ -55,7 +55,7 @@ OCR_HEAD = {'model.conv3x3_ocr.0.weight': (512, 240, 3, 3), **_bn('model.conv3x3
 CONTAINERS = {'hrnet-seg': None, 'pose_hrnet': None, 'timm': None}  # the others: mmengine's {'meta', 'state_dict'}
 
 
-def to_layout(state_dict: Dict[str, torch.Tensor], layout: hrnet.CheckpointLayout) -> Dict[str, torch.Tensor]:
+def to_layout(state_dict: Dict[str, torch.Tensor], layout: hrnet._CheckpointLayout) -> Dict[str, torch.Tensor]:
     """ A timm state dict in `layout`'s keys: the inverse renames (most specific first), and each conv bias the
     layout lacks folded into its BatchNorm's running_mean (eval output unchanged; in training BN cancels it)."""
     state_dict = dict(state_dict)
@@ -67,7 +67,7 @@ def to_layout(state_dict: Dict[str, torch.Tensor], layout: hrnet.CheckpointLayou
     return {hrnet._rename(k, inverse): v for k, v in state_dict.items()}
 
 
-def foreign_checkpoint(layout: hrnet.CheckpointLayout, head: Optional[Dict[str, tuple]] = None) -> dict:
+def foreign_checkpoint(layout: hrnet._CheckpointLayout, head: Optional[Dict[str, tuple]] = None) -> dict:
     """ What a user of that release holds: its state dict with its own head keys (`head`, default the layout's
     FOREIGN_HEADS), in its container."""
     torch.manual_seed(0)
@@ -88,23 +88,23 @@ def foreign_file(tmp_path_factory):
     def saved(name: str) -> str:
         if name not in paths:
             paths[name] = directory / f'{name}.pth'
-            torch.save(foreign_checkpoint(hrnet.CHECKPOINT_LAYOUTS[name]), str(paths[name]))
+            torch.save(foreign_checkpoint(hrnet._CHECKPOINT_LAYOUTS[name]), str(paths[name]))
         return str(paths[name])
     return saved
 
 
-def expected_after_load(layout: hrnet.CheckpointLayout) -> Dict[str, torch.Tensor]:
+def expected_after_load(layout: hrnet._CheckpointLayout) -> Dict[str, torch.Tensor]:
     """ What the model holds after loading the layout's checkpoint: the timm state, each bias the layout lacks
     zero and folded into its BatchNorm's running_mean."""
     folded = to_layout(expected_state(VARIANT, layout.head), layout)
-    _, state, _ = hrnet.map_checkpoint(folded, layout.name)
+    _, state, _ = hrnet._map_checkpoint(folded, layout.name)
     return state
 
 
 def test_every_layout_has_a_test_checkpoint():
-    assert set(FOREIGN_HEADS) == set(hrnet.CHECKPOINT_LAYOUTS)
+    assert set(FOREIGN_HEADS) == set(hrnet._CHECKPOINT_LAYOUTS)
     for layout in LAYOUTS:
-        assert layout.head in hrnet.HEAD_SPECS
+        assert layout.head in hrnet._HEAD_SPECS
         assert all(key.startswith(tuple(p for p, _ in layout.drops)) for key in FOREIGN_HEADS[layout.name])
 
 
@@ -114,7 +114,7 @@ def test_round_trip(layout):
     biases, timm's come back zero, folded into running_mean, and the model computes the same."""
     timm_state = expected_state(VARIANT, layout.head)
     foreign = foreign_checkpoint(layout)
-    detected, mapped, notes = hrnet.map_checkpoint(foreign)
+    detected, mapped, notes = hrnet._map_checkpoint(foreign)
     assert detected is layout
     assert set(mapped) == set(timm_state)
     folded = [k for k in timm_state if not torch.equal(mapped[k], timm_state[k])]
@@ -138,7 +138,7 @@ def test_round_trip(layout):
 def test_ocr_checkpoint(tmp_path, caplog):
     """ HRNet-OCR's segmentation heads are dropped as well, each module named in the log."""
     path = tmp_path / 'ocr.pth'
-    torch.save(foreign_checkpoint(hrnet.CHECKPOINT_LAYOUTS['hrnet-seg'], OCR_HEAD), str(path))
+    torch.save(foreign_checkpoint(hrnet._CHECKPOINT_LAYOUTS['hrnet-seg'], OCR_HEAD), str(path))
     caplog.set_level(logging.INFO, logger=hrnet.__name__)
     model = timm.create_model(VARIANT, pretrained=True, head='concat', pretrained_cfg_overlay=dict(file=str(path)))
     assert_loaded(model, expected_state(VARIANT, 'concat'))
@@ -148,7 +148,7 @@ def test_ocr_checkpoint(tmp_path, caplog):
 
 def test_folded_biases_compute_the_same():
     """ mmpretrain's neck convs have no bias: timm's biases folded into running_mean give the same eval output."""
-    layout = hrnet.CHECKPOINT_LAYOUTS['mmpretrain']
+    layout = hrnet._CHECKPOINT_LAYOUTS['mmpretrain']
     original = timm.create_model(VARIANT).eval()
     original.load_state_dict(expected_state(VARIANT, 'classification'))
     converted = timm.create_model(VARIANT).eval()
@@ -186,7 +186,7 @@ def test_convert_then_load(layout, foreign_file, tmp_path, capsys):
 def test_convert_with_a_forced_layout(tmp_path, capsys):
     """ An OpenMMLab backbone saved alone matches no signature (no task head to tell): --layout names it."""
     src, dst = tmp_path / 'backbone.pth', tmp_path / 'converted.safetensors'
-    layout = hrnet.CHECKPOINT_LAYOUTS['mmseg']
+    layout = hrnet._CHECKPOINT_LAYOUTS['mmseg']
     torch.save({'state_dict': to_layout(expected_state(VARIANT, ''), layout)}, str(src))
     with pytest.raises(SystemExit, match='layout not recognised.*backbone.conv1.weight'):
         cli(['convert', str(src), str(dst), '--variant', VARIANT, '--head', ''])
@@ -220,7 +220,7 @@ def test_other_wrappers_are_not_taken_for_a_release(name, keys):
     """ A 'model.' or 'backbone.' prefix alone does not make a seg or pose release: no layout is guessed."""
     state = keys(expected_state(VARIANT, 'classification'))
     with pytest.raises(hrnet.UnknownLayoutError, match='layout not recognised'):
-        hrnet.map_checkpoint({'state_dict': state, 'epoch': 3})
+        hrnet._map_checkpoint({'state_dict': state, 'epoch': 3})
 
 
 def test_unknown_layout_non_strict(caplog):
@@ -238,7 +238,7 @@ def test_features_only_hint_and_no_hint_for_another_variant(foreign_file):
     with pytest.raises(RuntimeError, match=r"with features_only, use feature_location='', out_indices=\(0, 1\)"):
         timm.create_model(VARIANT, pretrained=True, features_only=True, feature_location='', out_indices=(1, 2),
                           pretrained_cfg_overlay=dict(file=str(path)))
-    other = to_layout(expected_state('hrnet_w18_small_v2', 'high_res'), hrnet.CHECKPOINT_LAYOUTS['pose_hrnet'])
+    other = to_layout(expected_state('hrnet_w18_small_v2', 'high_res'), hrnet._CHECKPOINT_LAYOUTS['pose_hrnet'])
     with pytest.raises(RuntimeError, match='missing keys') as e:
         hrnet.checkpoint_filter_fn(other, timm.create_model(VARIANT))
     assert 'It has the modules' not in str(e.value)
@@ -248,7 +248,7 @@ def test_features_only_hint_and_no_hint_for_another_variant(foreign_file):
 def test_convert_no_bias_layout_to_an_ssld_variant(tmp_path, capsys):
     src, dst = tmp_path / 'mmpretrain.pth', tmp_path / 'ssld.safetensors'
     torch.save({'state_dict': to_layout(expected_state('hrnet_w18_ssld', 'classification'),
-                                        hrnet.CHECKPOINT_LAYOUTS['mmpretrain'])}, str(src))
+                                        hrnet._CHECKPOINT_LAYOUTS['mmpretrain'])}, str(src))
     assert cli(['convert', str(src), str(dst), '--variant', 'hrnet_w18_ssld']) == 0
     assert 'zero biases' not in capsys.readouterr().out
     model = timm.create_model('hrnet_w18_ssld', pretrained=True, pretrained_cfg_overlay=dict(file=str(dst)))
@@ -259,9 +259,9 @@ def test_unknown_layout_names_keys_and_layouts():
     state = {f'encoder.{k}': v for k, v in expected_state(VARIANT, '').items()}
     with pytest.raises(RuntimeError, match='layout not recognised, first keys: encoder.conv1.weight') as e:
         hrnet.checkpoint_filter_fn(state, timm.create_model(VARIANT))
-    assert all(name in str(e.value) for name in hrnet.CHECKPOINT_LAYOUTS)
+    assert all(name in str(e.value) for name in hrnet._CHECKPOINT_LAYOUTS)
     with pytest.raises(ValueError, match="Unknown HRNet checkpoint layout 'detectron'"):
-        hrnet.map_checkpoint(state, 'detectron')
+        hrnet._map_checkpoint(state, 'detectron')
 
 
 # the fuse layers' upsampling of each mode, as the sources call F.interpolate / nn.Upsample (docs/checkpoints.md)
@@ -273,7 +273,7 @@ UPSAMPLING = {'nearest': dict(mode='nearest'), 'bilinear': dict(mode='bilinear',
 def test_upsample_modes(mode):
     """ The last stage 4 module on odd-sized maps: each output is the ReLU of its own map plus the others brought to
     its size, upsampled as the mode's source does. The whole model differs from the nearest one but for 'nearest'."""
-    assert set(UPSAMPLING) == set(hrnet.UPSAMPLE_MODES)
+    assert set(UPSAMPLING) == set(hrnet._UPSAMPLE_MODES)
     torch.manual_seed(0)
     model = timm.create_model(VARIANT, head='concat', upsample_mode=mode).eval()
     module = model.stage4[-1]
@@ -302,7 +302,7 @@ def test_upsample_modes(mode):
 def test_upsample_mode_of_the_source(name, foreign_file, caplog):
     """ The weights of a model that upsampled otherwise load, with a warning naming its mode; with its modes (two for
     hrnet-seg, whose configs set align_corners either way), silently."""
-    layout = hrnet.CHECKPOINT_LAYOUTS[name]
+    layout = hrnet._CHECKPOINT_LAYOUTS[name]
     path = foreign_file(name)
     other = 'nearest' if layout.upsample_modes[0] != 'nearest' else 'bilinear'
     for mode in (other, *layout.upsample_modes):
@@ -322,7 +322,7 @@ def test_no_bias_layout_into_a_model_without_those_biases():
     state = expected_state('hrnet_w18_ssld', 'classification')
     assert not any(k.endswith('.0.bias') and k.startswith(('downsamp_modules.', 'final_layer.')) for k in state)
     model = timm.create_model('hrnet_w18_ssld')
-    loaded = hrnet.checkpoint_filter_fn(to_layout(state, hrnet.CHECKPOINT_LAYOUTS['mmpretrain']), model)
+    loaded = hrnet.checkpoint_filter_fn(to_layout(state, hrnet._CHECKPOINT_LAYOUTS['mmpretrain']), model)
     assert set(loaded) == set(state) and all(torch.equal(loaded[k], v) for k, v in state.items())
 
 
@@ -348,7 +348,7 @@ def test_release_keys(release):
         shapes = {k: tuple(int(d) for d in dims.split(',') if d) for k, dims in (line.split(' ') for line in
                                                                                f.read().splitlines())}
     state = {k: torch.empty(shape, device='meta') for k, shape in shapes.items()}
-    detected, mapped, notes = hrnet.map_checkpoint(state)
+    detected, mapped, notes = hrnet._map_checkpoint(state)
     assert detected.name == layout
     with torch.device('meta'):
         model = timm.create_model(variant, head=head)

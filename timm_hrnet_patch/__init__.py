@@ -7,9 +7,14 @@ hook (`_timm_hrnet_patch_hook`) imports it with timm, so scripts need no change;
 import timm.models
 
 from . import hrnet
-from .hrnet import (
-    CHECKPOINT_LAYOUTS, FEATURE_LOCATIONS, HEAD_SPECS, HEADS, HighResolutionNet, HighResolutionNetFeatures,
-    UnknownLayoutError, checkpoint_filter_fn, map_checkpoint)
+from .hrnet import HighResolutionNet, HighResolutionNetFeatures, UnknownLayoutError, checkpoint_filter_fn
+
+# the package's public names for the model module's private tables (timm keeps them private)
+CHECKPOINT_LAYOUTS = hrnet._CHECKPOINT_LAYOUTS  # checkpoint layout name: CheckpointLayout (docs/checkpoints.md)
+FEATURE_LOCATIONS = hrnet._FEATURE_LOCATIONS  # valid features_only feature_location values
+HEAD_SPECS = hrnet._HEAD_SPECS  # head: what it builds and returns (docs/heads.md)
+HEADS = hrnet._HEADS  # valid head values
+map_checkpoint = hrnet._map_checkpoint  # a checkpoint of any layout in timm's keys
 
 __version__ = '0.1.0'
 __all__ = [

@@ -208,10 +208,10 @@ def head_hint(message: str, checkpoint: Dict[str, Any], model: nn.Module) -> str
     """ The filter's mismatch error `message`, with the strict alias and, when the missing and unexpected keys are
     all of head modules (and the last stage 4 module's fuse layers), the head whose modules the checkpoint has, its
     layout's own head first, as advice (none for another variant's checkpoint, say)."""
-    from .hrnet import HEAD_SPECS, HighResolutionNetFeatures, _CLASSIFIER_MODULES, _unbuilt_prefixes, map_checkpoint
+    from .hrnet import _CLASSIFIER_MODULES, _HEAD_SPECS, HighResolutionNetFeatures, _map_checkpoint, _unbuilt_prefixes
     message = message.replace(' Pass pretrained_strict=False to load it anyway.', '')
     try:
-        layout, mapped, _ = map_checkpoint(checkpoint)
+        layout, mapped, _ = _map_checkpoint(checkpoint)
     except RuntimeError:
         return message + _STRICT_HINT
     keys = list(mapped)
@@ -225,7 +225,7 @@ def head_hint(message: str, checkpoint: Dict[str, Any], model: nn.Module) -> str
     fits = []
     if missing and all(k.startswith(units) for k in mismatched):
         present = {u for u in units if any(k.startswith(u) for k in keys)}
-        fits = sorted((name for name, spec in HEAD_SPECS.items() if all(
+        fits = sorted((name for name, spec in _HEAD_SPECS.items() if all(
             u in present for u in units if not u.startswith(_unbuilt_prefixes(spec, spec.branches, last)))),
             key=lambda h: h != layout.head)
     if not fits or model.head in fits:  # a checkpoint missing keys of modules it has: no head to advise
@@ -233,7 +233,7 @@ def head_hint(message: str, checkpoint: Dict[str, Any], model: nn.Module) -> str
     hint = f' It has the modules of head={fits[0]!r}' + (
         f' (also fits {", ".join(repr(h) for h in fits[1:])})' if fits[1:] else '')
     if isinstance(model, HighResolutionNetFeatures):
-        spec = HEAD_SPECS[fits[0]]
+        spec = _HEAD_SPECS[fits[0]]
         hint += (f": with features_only, use feature_location={'incre' if spec.incre else ''!r}, "
                  f"out_indices={(0, *(b + 1 for b in spec.branches))}.")
     else:

@@ -38,11 +38,11 @@ _logger = logging.getLogger(__name__)
 _TRUNK = ('conv2', 'bn2', 'act2', 'layer1', 'transition1', 'stage2', 'transition2', 'stage3', 'transition3', 'stage4')
 _CLASSIFIER_MODULES = ('downsamp_modules.', 'final_layer.', 'classifier.')  # key prefixes of the classification head
 _INCRE_CHS = (128, 256, 512, 1024)  # incre module output channels per branch (Bottleneck, 4x expansion)
-OUTPUT_STRIDES = (8, 16, 32)
+_OUTPUT_STRIDES = (8, 16, 32)
 # upsample_mode: F.interpolate kwargs of the fuse layers' upsampling; the 'concat' head upsamples bilinearly, with
-# align_corners=True for 'bilinear_aligned' only. The releases differ (CHECKPOINT_LAYOUTS): the classification and
+# align_corners=True for 'bilinear_aligned' only. The releases differ (_CHECKPOINT_LAYOUTS): the classification and
 # pose models use 'nearest', mmseg 'bilinear', HRNet-Semantic-Segmentation 'bilinear_aligned' by default.
-UPSAMPLE_MODES: Dict[str, Dict[str, Any]] = {
+_UPSAMPLE_MODES: Dict[str, Dict[str, Any]] = {
     'nearest': dict(mode='nearest'),
     'bilinear': dict(mode='bilinear', align_corners=False),
     'bilinear_aligned': dict(mode='bilinear', align_corners=True),
@@ -64,11 +64,11 @@ def _step(dilations: Sequence[int], src: int, dst: int) -> Dict[str, int]:
 
 
 @dataclass(frozen=True)
-class HeadSpec:
+class _HeadSpec:
     """ An HRNet head: the modules it builds on the final stage's branch maps and what forward_features returns.
 
     The one place a head is defined: construction, forward, num_features, feature_info, reset_classifier,
-    prune_intermediate_layers and checkpoint_filter_fn all read it from HEAD_SPECS[model.head].
+    prune_intermediate_layers and checkpoint_filter_fn all read it from _HEAD_SPECS[model.head].
     """
     incre: bool  # incre_modules: each branch map through a Bottleneck to _INCRE_CHS channels
     classifier: bool  # downsamp_modules + final_layer (one 2048-channel stride 32 map), then pooling + classifier
@@ -82,17 +82,17 @@ class HeadSpec:
         return sum(map_chs) if self.output == 'concat' else map_chs[-1]
 
 
-HEAD_SPECS: Dict[str, HeadSpec] = {
-    'classification': HeadSpec(incre=True, classifier=True, branches=(0, 1, 2, 3), output='final'),
-    'incre': HeadSpec(incre=True, classifier=False, branches=(0, 1, 2, 3), output='maps'),
-    '': HeadSpec(incre=False, classifier=False, branches=(0, 1, 2, 3), output='maps'),
+_HEAD_SPECS: Dict[str, _HeadSpec] = {
+    'classification': _HeadSpec(incre=True, classifier=True, branches=(0, 1, 2, 3), output='final'),
+    'incre': _HeadSpec(incre=True, classifier=False, branches=(0, 1, 2, 3), output='maps'),
+    '': _HeadSpec(incre=False, classifier=False, branches=(0, 1, 2, 3), output='maps'),
     # HRNetV1 (Wang et al., TPAMI 2020): the stride 4 branch only, as pose models use it
-    'high_res': HeadSpec(incre=False, classifier=False, branches=(0,), output='first'),
+    'high_res': _HeadSpec(incre=False, classifier=False, branches=(0,), output='first'),
     # HRNetV2 (same paper): the four branch maps upsampled to stride 4 (bilinear) and concatenated, 15C channels
-    'concat': HeadSpec(incre=False, classifier=False, branches=(0, 1, 2, 3), output='concat'),
+    'concat': _HeadSpec(incre=False, classifier=False, branches=(0, 1, 2, 3), output='concat'),
 }
-HEADS = tuple(HEAD_SPECS)  # valid `head` values, None is an alias of ''
-FEATURE_LOCATIONS = ('incre', '')  # valid features_only `feature_location` values: the heads whose maps it returns
+_HEADS = tuple(_HEAD_SPECS)  # valid `head` values, None is an alias of ''
+_FEATURE_LOCATIONS = ('incre', '')  # valid features_only `feature_location` values: the heads whose maps it returns
 
 
 cfg_cls = dict(
@@ -422,7 +422,7 @@ cfg_cls = dict(
 )
 
 
-def _unbuilt_prefixes(spec: HeadSpec, branch_outputs: Sequence[int], last_module: int) -> Tuple[str, ...]:
+def _unbuilt_prefixes(spec: _HeadSpec, branch_outputs: Sequence[int], last_module: int) -> Tuple[str, ...]:
     """ HighResolutionNet.unbuilt_prefixes() of a model with head `spec` computing `branch_outputs`, whose stage 4
     has `last_module` + 1 modules."""
     prefixes = [] if spec.classifier else list(_CLASSIFIER_MODULES)
@@ -454,7 +454,7 @@ class HighResolutionModule(nn.Module):
         """ outputs: the branches whose fused maps forward returns (default: all, or only 0 when not
         multi_scale_output); only their fuse layers are built, the others' slots hold an nn.Identity.
         dilations: of each branch's convolutions (output_stride < 32, see _branch_dilations).
-        upsample_mode: how the fuse layers upsample the lower resolution maps, an UPSAMPLE_MODES key. """
+        upsample_mode: how the fuse layers upsample the lower resolution maps, an _UPSAMPLE_MODES key. """
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self._check_branches(
@@ -471,7 +471,7 @@ class HighResolutionModule(nn.Module):
 
         self.multi_scale_output = multi_scale_output
         self.dilations = tuple(dilations)
-        self.upsample = UPSAMPLE_MODES[upsample_mode]
+        self.upsample = _UPSAMPLE_MODES[upsample_mode]
         if outputs is None:
             outputs = range(num_branches) if multi_scale_output else (0,)
         self.outputs = tuple(sorted(outputs))
@@ -636,11 +636,11 @@ class HighResolutionNet(nn.Module):
             cfg: Architecture cfg (stem_width, stage1-4), never mutated; kwargs override its entries.
             head: 'classification' (logits), 'incre' (list of 4 incre module maps), '' (list of 4 branch maps),
                 'high_res' (the stride 4 map, HRNetV1) or 'concat' (the 4 maps concatenated at stride 4, HRNetV2),
-                see HEAD_SPECS. None is an alias of ''. num_classes, global_pool and drop_rate apply to
+                see _HEAD_SPECS. None is an alias of ''. num_classes, global_pool and drop_rate apply to
                 'classification' only.
             branch_outputs: the head's final-stage branches (0-3) to compute, default all the head uses. Only
                 what these outputs need is built (features_only out_indices), so every parameter gets a gradient.
-            upsample_mode: the fuse layers' upsampling, see UPSAMPLE_MODES: 'nearest' (timm's weights), 'bilinear'
+            upsample_mode: the fuse layers' upsampling, see _UPSAMPLE_MODES: 'nearest' (timm's weights), 'bilinear'
                 (mmseg's) or 'bilinear_aligned' (HRNet-Semantic-Segmentation's). The parameters are the same.
 
         Raises:
@@ -650,19 +650,19 @@ class HighResolutionNet(nn.Module):
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         head = '' if head is None else head
-        if not isinstance(head, str) or head not in HEADS:
-            raise ValueError(f"Unknown HRNet head {head!r}, valid values are {HEADS} (None is an alias of '').")
-        spec = HEAD_SPECS[head]
+        if not isinstance(head, str) or head not in _HEADS:
+            raise ValueError(f"Unknown HRNet head {head!r}, valid values are {_HEADS} (None is an alias of '').")
+        spec = _HEAD_SPECS[head]
         branch_outputs = spec.branches if branch_outputs is None else tuple(sorted(set(branch_outputs)))
         if not set(branch_outputs) <= set(spec.branches) or (spec.classifier and branch_outputs != spec.branches):
             raise ValueError(
                 f'HRNet head={head!r} computes branch_outputs from {spec.branches}'
                 f'{" (all of them)" if spec.classifier else ""}, got {branch_outputs}.')
-        if output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f'HRNet supports output_stride {OUTPUT_STRIDES}, got {output_stride!r}.')
-        if upsample_mode not in UPSAMPLE_MODES:
+        if output_stride not in _OUTPUT_STRIDES:
+            raise ValueError(f'HRNet supports output_stride {_OUTPUT_STRIDES}, got {output_stride!r}.')
+        if upsample_mode not in _UPSAMPLE_MODES:
             raise ValueError(
-                f'Unknown HRNet upsample_mode {upsample_mode!r}, valid values are {tuple(UPSAMPLE_MODES)}.')
+                f'Unknown HRNet upsample_mode {upsample_mode!r}, valid values are {tuple(_UPSAMPLE_MODES)}.')
         self.output_stride = output_stride
         self.dilations = _branch_dilations(output_stride)
         self.upsample_mode = upsample_mode
@@ -900,7 +900,7 @@ class HighResolutionNet(nn.Module):
         return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        """ Replace the classifier (num_classes=0 removes it). Heads without one (HEAD_SPECS, a pruned model's
+        """ Replace the classifier (num_classes=0 removes it). Heads without one (_HEAD_SPECS, a pruned model's
         included) output feature maps and accept num_classes=0 only.
         """
         if not self.head_spec.classifier:
@@ -921,9 +921,9 @@ class HighResolutionNet(nn.Module):
         self.classifier.train(self.training)
 
     @property
-    def head_spec(self) -> HeadSpec:
-        """ HEAD_SPECS[self.head]: what this model's head builds and returns."""
-        return HEAD_SPECS[self.head]
+    def head_spec(self) -> _HeadSpec:
+        """ _HEAD_SPECS[self.head]: what this model's head builds and returns."""
+        return _HEAD_SPECS[self.head]
 
     def unbuilt_prefixes(self) -> Tuple[str, ...]:
         """ Key prefixes of the full (classification) layout's modules this model was built without: the head
@@ -977,7 +977,7 @@ class HighResolutionNet(nn.Module):
             return yl[0]
         if output == 'concat':  # as mmseg's resize_concat and mmpose's FeatureMapProcessor(concat=True)
             size = yl[0].shape[-2:]
-            align_corners = UPSAMPLE_MODES[self.upsample_mode].get('align_corners', False)
+            align_corners = _UPSAMPLE_MODES[self.upsample_mode].get('align_corners', False)
             return torch.cat(
                 [yl[0]] + [F.interpolate(y, size=size, mode='bilinear', align_corners=align_corners) for y in yl[1:]],
                 dim=1)
@@ -1136,10 +1136,10 @@ class HighResolutionNetFeatures(HighResolutionNet):
             out_indices=(0, 1, 2, 3, 4),
             **kwargs,
     ):
-        if feature_location not in FEATURE_LOCATIONS:
+        if feature_location not in _FEATURE_LOCATIONS:
             raise ValueError(
-                f"Unknown HRNet feature_location {feature_location!r}, valid values are {FEATURE_LOCATIONS}.")
-        num_taps = 1 + len(HEAD_SPECS[feature_location].branches)
+                f"Unknown HRNet feature_location {feature_location!r}, valid values are {_FEATURE_LOCATIONS}.")
+        num_taps = 1 + len(_HEAD_SPECS[feature_location].branches)
         if isinstance(out_indices, int) and not isinstance(out_indices, bool):
             out_indices = tuple(range(num_taps))[-out_indices:] if 0 < out_indices <= num_taps else (out_indices,)
         if (not isinstance(out_indices, (tuple, list)) or not out_indices
@@ -1189,7 +1189,7 @@ def _format_keys(keys: List[str], limit: int = 10) -> str:
 
 
 @dataclass(frozen=True)
-class CheckpointLayout:
+class _CheckpointLayout:
     """ How a release lays out HRNet's weights: its key renames onto timm's, the keys of its own task's modules that
     timm drops, and the head convs whose bias it lacks, as each project's public source has them. In patterns, '*'
     stands for a module index.
@@ -1204,13 +1204,13 @@ class CheckpointLayout:
     # (timm conv prefix, its BatchNorm's prefix) of convs the layout has without bias: loaded with a zero bias,
     # which is exactly its model (a conv without bias); converting to it folds the bias into the BN running_mean
     no_bias: Tuple[Tuple[str, str], ...] = ()
-    upsample_modes: Tuple[str, ...] = ('nearest',)  # its models' fuse upsampling (UPSAMPLE_MODES), default first
+    upsample_modes: Tuple[str, ...] = ('nearest',)  # its models' fuse upsampling (_UPSAMPLE_MODES), default first
 
 
 _OPENMMLAB_DROPS = (('data_preprocessor.', 'input normalisation buffers'),)
-CHECKPOINT_LAYOUTS: Dict[str, CheckpointLayout] = {layout.name: layout for layout in (
+_CHECKPOINT_LAYOUTS: Dict[str, _CheckpointLayout] = {layout.name: layout for layout in (
     # the detection order: the first layout whose signature a state dict has is taken
-    CheckpointLayout(
+    _CheckpointLayout(
         'hrnet-seg', 'HRNet-Semantic-Segmentation trained model', 'concat',
         ('model.conv1.weight', 'model.last_layer.|model.cls_head.'),
         renames=(('model.', ''),),
@@ -1218,11 +1218,11 @@ CHECKPOINT_LAYOUTS: Dict[str, CheckpointLayout] = {layout.name: layout for layou
                ('model.conv3x3_ocr.', 'OCR head'), ('model.ocr_distri_head.', 'OCR head'),
                ('model.cls_head.', 'OCR head'), ('loss.', 'loss class weights')),
         upsample_modes=('bilinear_aligned', 'bilinear')),  # MODEL.ALIGN_CORNERS True (default) or False
-    CheckpointLayout(
+    _CheckpointLayout(
         'pose_hrnet', 'deep-high-resolution-net pose model (HRNetV1 backbone)', 'high_res',
         ('conv1.weight', 'final_layer.weight'), drops=(('final_layer.', 'keypoint head'),)),
-    CheckpointLayout('timm', 'timm or HRNet-Image-Classification model', 'classification', ('conv1.weight',)),
-    CheckpointLayout(
+    _CheckpointLayout('timm', 'timm or HRNet-Image-Classification model', 'classification', ('conv1.weight',)),
+    _CheckpointLayout(
         'mmpretrain', 'mmpretrain classifier', 'classification', ('backbone.conv1.weight', 'neck.0.increase_layers.'),
         renames=(('backbone.', ''), ('neck.0.increase_layers.', 'incre_modules.'),
                  ('neck.0.downsample_layers.*.conv.', 'downsamp_modules.*.0.'),
@@ -1231,16 +1231,16 @@ CHECKPOINT_LAYOUTS: Dict[str, CheckpointLayout] = {layout.name: layout for layou
                  ('head.fc.', 'classifier.')),
         drops=_OPENMMLAB_DROPS,
         no_bias=(('downsamp_modules.*.0.', 'downsamp_modules.*.1.'), ('final_layer.0.', 'final_layer.1.'))),
-    CheckpointLayout(
+    _CheckpointLayout(
         'mmseg', 'mmsegmentation segmentor', 'concat', ('backbone.conv1.weight', 'decode_head.'),
         renames=(('backbone.', ''),),
         drops=(('decode_head.', 'decode head'), ('auxiliary_head.', 'auxiliary head'), *_OPENMMLAB_DROPS),
         upsample_modes=('bilinear',)),
-    CheckpointLayout(
+    _CheckpointLayout(
         'mmpose', 'mmpose top-down model (HRNetV1 backbone)', 'high_res',
         ('backbone.conv1.weight', 'head.final_layer.'),
         renames=(('backbone.', ''),), drops=(('head.', 'keypoint head'), *_OPENMMLAB_DROPS)),
-    CheckpointLayout(
+    _CheckpointLayout(
         'mmpose-0.x', 'mmpose 0.x top-down model (HRNetV1 backbone)', 'high_res',
         ('backbone.conv1.weight', 'keypoint_head.final_layer.'),
         renames=(('backbone.', ''),), drops=(('keypoint_head.', 'keypoint head'),)),
@@ -1248,7 +1248,7 @@ CHECKPOINT_LAYOUTS: Dict[str, CheckpointLayout] = {layout.name: layout for layou
 
 
 def _pattern(prefix: str) -> str:
-    """ The regex of a CheckpointLayout key prefix: each '*' a module index, captured."""
+    """ The regex of a _CheckpointLayout key prefix: each '*' a module index, captured."""
     return re.escape(prefix).replace(r'\*', r'(\d+)')
 
 
@@ -1279,34 +1279,34 @@ def _unwrap(checkpoint: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, List[
 
 
 class UnknownLayoutError(RuntimeError):
-    """ A checkpoint in none of the CHECKPOINT_LAYOUTS layouts."""
+    """ A checkpoint in none of the _CHECKPOINT_LAYOUTS layouts."""
 
 
 _ZERO_BIASES = 'added: zero biases of convs {} has without bias (the same function)'
 
 
-def map_checkpoint(
+def _map_checkpoint(
         checkpoint: Dict[str, Any],
         layout: Optional[str] = None,
-) -> Tuple[CheckpointLayout, Dict[str, Any], Dict[str, List[str]]]:
-    """ A checkpoint of any CHECKPOINT_LAYOUTS layout (`layout`, or the first whose signature it has) in timm's keys.
+) -> Tuple[_CheckpointLayout, Dict[str, Any], Dict[str, List[str]]]:
+    """ A checkpoint of any _CHECKPOINT_LAYOUTS layout (`layout`, or the first whose signature it has) in timm's keys.
 
     Returns the layout, the state dict with timm's keys (no key of the layout's other modules; the zero biases its
     convs lack added), and what was dropped or added, by reason. Raises ValueError for an unknown layout name and an
     UnknownLayoutError (a RuntimeError) naming the first keys when no known layout matches.
     """
-    if layout is not None and layout not in CHECKPOINT_LAYOUTS:
-        raise ValueError(f'Unknown HRNet checkpoint layout {layout!r}, known: {", ".join(CHECKPOINT_LAYOUTS)}.')
+    if layout is not None and layout not in _CHECKPOINT_LAYOUTS:
+        raise ValueError(f'Unknown HRNet checkpoint layout {layout!r}, known: {", ".join(_CHECKPOINT_LAYOUTS)}.')
     state_dict, notes = _unwrap(checkpoint)
     if layout is None:
-        layout = next((n for n, lay in CHECKPOINT_LAYOUTS.items() if all(
+        layout = next((n for n, lay in _CHECKPOINT_LAYOUTS.items() if all(
             any(k.startswith(tuple(p.split('|'))) for k in state_dict) for p in lay.signature)), None)
         if layout is None:
             raise UnknownLayoutError(
                 f'Checkpoint layout not recognised, first keys: {", ".join(list(state_dict)[:5])}. Known layouts: '
                 + '; '.join(f"{n} ({lay.what}: keys {' and '.join(p.replace('|', ' or ') for p in lay.signature)})"
-                            for n, lay in CHECKPOINT_LAYOUTS.items()) + '.')
-    spec = CHECKPOINT_LAYOUTS[layout]
+                            for n, lay in _CHECKPOINT_LAYOUTS.items()) + '.')
+    spec = _CHECKPOINT_LAYOUTS[layout]
     mapped = {}
     for key, value in state_dict.items():
         what = next((w for p, w in spec.drops if key.startswith(p)), None)
@@ -1329,10 +1329,10 @@ def checkpoint_filter_fn(
         strict: bool = True,
         layout: Optional[str] = None,
 ) -> Dict[str, torch.Tensor]:
-    """ Fit an HRNet checkpoint of any CHECKPOINT_LAYOUTS layout to a model's head.
+    """ Fit an HRNet checkpoint of any _CHECKPOINT_LAYOUTS layout to a model's head.
 
     Unwraps 'state_dict' / 'model' containers and a 'module.' prefix, maps the layout's keys onto timm's
-    (map_checkpoint; `layout` forces one, default: detected; what it drops or adds is logged at INFO), then drops
+    (_map_checkpoint; `layout` forces one, default: detected; what it drops or adds is logged at INFO), then drops
     exactly the keys of the modules the model was built without (model.unbuilt_prefixes(): head modules its head
     does not use, the fuse layers and incre modules of outputs it does not compute).
 
@@ -1342,12 +1342,12 @@ def checkpoint_filter_fn(
     missing BatchNorm `num_batches_tracked` counters, which torch's load fills in.
     """
     try:
-        layout, state_dict, notes = map_checkpoint(state_dict, layout)
+        layout, state_dict, notes = _map_checkpoint(state_dict, layout)
     except UnknownLayoutError as e:
         if strict:
             raise
         _logger.warning(f'{e} Loading non-strict: its keys are taken as they are (timm layout).')
-        layout, state_dict, notes = map_checkpoint(state_dict, 'timm')
+        layout, state_dict, notes = _map_checkpoint(state_dict, 'timm')
     if layout.name != 'timm' or notes:
         _logger.info(f'Loading a {layout.what} ({layout.name} layout): '
                      + '; '.join(f'{reason} ({len(keys)})' for reason, keys in notes.items()))

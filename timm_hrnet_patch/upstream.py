@@ -150,8 +150,8 @@ def write_series(timm_src: Path, out_dir: Path) -> List[Path]:
 
 
 def git_apply(diff: Path, tree: Path) -> None:
-    """ `git apply --check`, then `git apply`, of diff in the source tree's root; CalledProcessError if any hunk does not
-    apply. The tree may lie inside another git repo (a temp dir under a checkout, .tox in a clone), where git apply
+    """ `git apply --check`, then `git apply`, of diff in the source tree's root; CalledProcessError if any hunk does
+    not apply. The tree may lie inside another git repo (a temp dir under a checkout, .tox in a clone), where git apply
     would silently skip the paths outside its cwd: git is kept from looking above the tree."""
     env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(Path(tree).resolve().parent))
     for extra in (['--check', '-v'], []):

@@ -21,7 +21,7 @@ def main(variant: str) -> None:
     for layout in t.LAYOUTS:
         foreign = t.foreign_checkpoint(layout)
         inner = foreign.get('state_dict', foreign)
-        _, mapped, notes = hrnet.map_checkpoint(foreign)
+        _, mapped, notes = hrnet._map_checkpoint(foreign)
         dropped = sum(len(v) for k, v in notes.items() if k.startswith('dropped: ') and '(training state)' not in k)
         added = sum(len(v) for k, v in notes.items() if k.startswith('added: '))
         kept = [k for k in inner if k not in t.FOREIGN_HEADS[layout.name]]

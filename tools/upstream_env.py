@@ -69,7 +69,8 @@ def run_steps(src: Path, workdir: Path) -> List[dict]:
         # the series' tests of one variant too ('hrnet_w' is in the ids of those parametrized over the variants)
         one_variant = f"({' or '.join(so_far)}) and (not hrnet_w or hrnet_w18_small)"
         runs = {
-            'step': _pytest(src, f'({STEP_FILTER}) or ({one_variant})', workdir / 'step.xml', workdir / f'step-{i}.log'),
+            'step': _pytest(src, f'({STEP_FILTER}) or ({one_variant})', workdir / 'step.xml',
+                            workdir / f'step-{i}.log'),
             'before': _pytest(prev, f"({' or '.join(new)}) and (not hrnet_w or hrnet_w18_small)",
                               workdir / 'before.xml', workdir / f'step-{i}-before.log'),
         }
@@ -78,7 +79,8 @@ def run_steps(src: Path, workdir: Path) -> List[dict]:
         step, before = _outcomes(workdir / 'step.xml'), _outcomes(workdir / 'before.xml')
         record = {
             'step': i, 'patch': patch.name, 'title': patch_stats(patch)['title'], 'applied': True,
-            'timm_tests': {'passed': sum(map(sum, step.values())), 'failed': sum(v.count(False) for v in step.values())},
+            'timm_tests': {'passed': sum(map(sum, step.values())),
+                           'failed': sum(v.count(False) for v in step.values())},
             'new_tests': {t: {'cases': len(before.get(t, [])), 'fail_before': before.get(t, []).count(False)}
                           for t in new},
         }
