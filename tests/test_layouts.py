@@ -55,16 +55,51 @@ OCR_HEAD = {'model.conv3x3_ocr.0.weight': (512, 240, 3, 3), **_bn('model.conv3x3
 CONTAINERS = {'hrnet-seg': None, 'pose_hrnet': None, 'timm': None}  # the others: mmengine's {'meta', 'state_dict'}
 
 
-def to_layout(state_dict: Dict[str, torch.Tensor], layout: hrnet._CheckpointLayout) -> Dict[str, torch.Tensor]:
-    """ A timm state dict in `layout`'s keys: the inverse renames (most specific first), and each conv bias the
-    layout lacks folded into its BatchNorm's running_mean (eval output unchanged; in training BN cancels it)."""
+# each layout's keys for timm's, written out from the sources (docs/checkpoints.md) and not from the package's table:
+# (timm key prefix as a regex, its prefix), the first that matches applies
+INVERSE = {
+    'timm': [],
+    'hrnet-seg': [('', 'model.')],
+    'pose_hrnet': [],
+    'mmpretrain': [
+        (r'incre_modules\.', 'neck.0.increase_layers.'),
+        (r'downsamp_modules\.(\d+)\.0\.', r'neck.0.downsample_layers.\1.conv.'),
+        (r'downsamp_modules\.(\d+)\.1\.', r'neck.0.downsample_layers.\1.bn.'),
+        (r'final_layer\.0\.', 'neck.0.final_layer.conv.'),
+        (r'final_layer\.1\.', 'neck.0.final_layer.bn.'),
+        (r'classifier\.', 'head.fc.'),
+        ('', 'backbone.'),
+    ],
+    'mmseg': [('', 'backbone.')],
+    'mmpose': [('', 'backbone.')],
+    'mmpose-0.x': [('', 'backbone.')],
+}
+# the convs a layout has without bias (mmpretrain's neck: ConvModule(bias=False)): timm's bias key, its BatchNorm's
+# running_mean key
+NO_BIAS = {'mmpretrain': (r'(downsamp_modules\.\d+|final_layer)\.0\.bias', r'\1.1.running_mean')}
+
+
+def _folded(state_dict: Dict[str, torch.Tensor], name: str, keep_bias: bool) -> Dict[str, torch.Tensor]:
+    """ Each conv bias the layout lacks folded into its BatchNorm's running_mean (the eval output is unchanged; in
+    training BN cancels it), and dropped, or kept as zero (`keep_bias`: what the model holds after loading)."""
     state_dict = dict(state_dict)
-    for conv, bn in layout.no_bias:
-        for key in [k for k in state_dict if re.fullmatch(hrnet._pattern(conv) + 'bias', k)]:
-            mean = hrnet._rename(key[:-len('bias')], [(conv, bn)]) + 'running_mean'
-            state_dict[mean] = state_dict[mean] - state_dict.pop(key)
-    inverse = sorted(((timm_prefix, its) for its, timm_prefix in layout.renames), key=lambda r: -len(r[0]))
-    return {hrnet._rename(k, inverse): v for k, v in state_dict.items()}
+    if name in NO_BIAS:
+        bias, mean = NO_BIAS[name]
+        for key in [k for k in state_dict if re.fullmatch(bias, k)]:
+            state_dict[re.sub(bias, mean, key)] = state_dict[re.sub(bias, mean, key)] - state_dict[key]
+            if keep_bias:
+                state_dict[key] = torch.zeros_like(state_dict[key])
+            else:
+                del state_dict[key]
+    return state_dict
+
+
+def to_layout(state_dict: Dict[str, torch.Tensor], layout: hrnet._CheckpointLayout) -> Dict[str, torch.Tensor]:
+    """ A timm state dict in `layout`'s keys (INVERSE), the biases it lacks folded (NO_BIAS)."""
+    def renamed(key: str) -> str:
+        pattern, its = next(((p, i) for p, i in INVERSE[layout.name] if re.match(p, key)), ('', ''))
+        return re.sub('^' + pattern, its, key, count=1)
+    return {renamed(k): v for k, v in _folded(state_dict, layout.name, keep_bias=False).items()}
 
 
 def foreign_checkpoint(layout: hrnet._CheckpointLayout, head: Optional[Dict[str, tuple]] = None) -> dict:
@@ -96,13 +131,11 @@ def foreign_file(tmp_path_factory):
 def expected_after_load(layout: hrnet._CheckpointLayout) -> Dict[str, torch.Tensor]:
     """ What the model holds after loading the layout's checkpoint: the timm state, each bias the layout lacks
     zero and folded into its BatchNorm's running_mean."""
-    folded = to_layout(expected_state(VARIANT, layout.head), layout)
-    _, state, _ = hrnet._map_checkpoint(folded, layout.name)
-    return state
+    return _folded(expected_state(VARIANT, layout.head), layout.name, keep_bias=True)
 
 
 def test_every_layout_has_a_test_checkpoint():
-    assert set(FOREIGN_HEADS) == set(hrnet._CHECKPOINT_LAYOUTS)
+    assert set(FOREIGN_HEADS) == set(INVERSE) == set(hrnet._CHECKPOINT_LAYOUTS)
     for layout in LAYOUTS:
         assert layout.head in hrnet._HEAD_SPECS
         assert all(key.startswith(tuple(p for p, _ in layout.drops)) for key in FOREIGN_HEADS[layout.name])
@@ -117,16 +150,18 @@ def test_round_trip(layout):
     detected, mapped, notes = hrnet._map_checkpoint(foreign)
     assert detected is layout
     assert set(mapped) == set(timm_state)
+    expected = expected_after_load(layout)
+    assert all(torch.equal(mapped[k], expected[k]) for k in timm_state)
     folded = [k for k in timm_state if not torch.equal(mapped[k], timm_state[k])]
-    if not layout.no_bias:
+    if layout.name not in NO_BIAS:
         assert not folded
     else:
+        bias, mean = NO_BIAS[layout.name]
         biases = [k for k in folded if k.endswith('.bias')]
         assert biases and all(not mapped[k].any() for k in biases)
         assert sorted(notes[f'added: zero biases of convs {layout.name} has without bias (the same function)']) == \
             sorted(biases)
-        assert sorted(k for k in folded if not k.endswith('.bias')) == sorted(
-            hrnet._rename(k[:-len('bias')], [(c, b) for c, b in layout.no_bias]) + 'running_mean' for k in biases)
+        assert sorted(k for k in folded if not k.endswith('.bias')) == sorted(re.sub(bias, mean, k) for k in biases)
     inner = foreign.get('state_dict', foreign)
     again = to_layout(mapped, layout)
     assert set(again) == set(inner) - set(FOREIGN_HEADS[layout.name])
