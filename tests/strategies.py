@@ -193,3 +193,13 @@ model_kinds = st.sampled_from(
 load_targets = st.sampled_from(
     [dict(head=h) for h in HEADS]
     + [dict(features_only=True, out_indices=(1, 2)), dict(features_only=True, feature_location='', out_indices=(0, 4))])
+
+
+@st.composite
+def trained_models(draw) -> Tuple[Dict, Optional[Tuple[int, ...]]]:
+    """ (create_model kwargs, prune_intermediate_layers indices or None) of a model to train: any head, or
+    features_only at any location and out_indices; any output_stride; some pruned to a subset of the taps."""
+    kind = dict(draw(model_kinds), output_stride=draw(st.sampled_from(hrnet._OUTPUT_STRIDES)))
+    if kind.get('features_only'):
+        return dict(kind, out_indices=draw(out_indices)), None
+    return kind, draw(st.none() | st.lists(st.integers(0, 4), min_size=1, max_size=4, unique=True).map(tuple))

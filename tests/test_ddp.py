@@ -1,4 +1,5 @@
-""" DistributedDataParallel with find_unused_parameters=False: every head and a partial features_only trains.
+""" DistributedDataParallel with find_unused_parameters=False: every head and a partial features_only trains,
+with and without gradient checkpointing.
 
 Two CPU processes (gloo) run every case in one process group, two training steps each: DDP raises in the second
 step's forward when a parameter got no gradient in the first. After each step the ranks compare their gradients.
@@ -26,6 +27,10 @@ CASES.update({
     "features_only '' out_indices=(3,)": dict(features_only=True, feature_location='', out_indices=(3,)),
     "features_only incre out_indices=(0, 4)": dict(features_only=True, out_indices=(0, 4)),
     "features_only '' out_indices=(0,)": dict(features_only=True, feature_location='', out_indices=(0,)),
+    # gradient checkpointing: every parameter still used, and the ranks' gradients still agree
+    "head='concat' grad checkpointing": dict(head='concat', grad_checkpointing=True),
+    "features_only incre out_indices=(1, 2) grad checkpointing": dict(
+        features_only=True, out_indices=(1, 2), grad_checkpointing=True),
 })
 CONTROL = 'control: a parameter forward never uses'
 _TIMEOUT_S = 600
@@ -33,7 +38,10 @@ _TIMEOUT_S = 600
 
 def _train(kwargs: Dict, rank: int, control: bool = False) -> Dict:
     torch.manual_seed(0)  # the same initial weights on both ranks, as DDP's broadcast would make them
+    kwargs = dict(kwargs)
+    grad_checkpointing = kwargs.pop('grad_checkpointing', False)
     model = timm.create_model('hrnet_w18_small', **kwargs)
+    model.set_grad_checkpointing(grad_checkpointing)
     if control:
         model.unused = torch.nn.Linear(1, 1)
     ddp = DistributedDataParallel(model, find_unused_parameters=False)

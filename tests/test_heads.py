@@ -304,20 +304,21 @@ def test_fx_symbolic_trace(head):
 
 def test_features_return_layers():
     """ timm's FeatureDictNet protocol, as transformers' TimmBackbone uses it: return_layers picks the maps by module
-    name, None goes back to out_indices; a module that is not a feature module, or not built, raises."""
+    name, in feature order, None in the slot of a map the model was not built for; None goes back to out_indices; a
+    name that is not a feature module raises."""
     model = timm.create_model('hrnet_w18_small', features_only=True, out_indices=(1, 3, 4)).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         plain = model(x)
-        model.return_layers = {'stem': '0', 'stage4': '4'}
+        model.return_layers = {'stage4': '4', 'stem': '0'}
         picked = model(x)
+        model.return_layers = {'stage2': '2', 'stage3': '3'}
+        unbuilt = model(x)
         model.return_layers = None
         again = model(x)
     assert [t.shape[1] for t in plain] == [128, 512, 1024] and [t.shape[1] for t in picked] == [64, 1024]
     assert torch.equal(picked[1], plain[2]) and all(torch.equal(a, b) for a, b in zip(again, plain))
+    assert unbuilt[0] is None and torch.equal(unbuilt[1], plain[1]) and len(unbuilt) == 2
     model.return_layers = {'layer1': 'x'}
     with pytest.raises(ValueError, match=r"return_layers \['layer1'\] are not feature modules"):
-        model(x)
-    model.return_layers = {'stage2': '2'}
-    with pytest.raises(ValueError, match=r'feature indices \[2\] are not computed by this model'):
         model(x)

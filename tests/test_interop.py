@@ -76,23 +76,51 @@ def test_transformers_timm_backbone(encoder, out_indices):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_transformers_output_hidden_states():
-    """ output_hidden_states sets the FeatureDictNet return_layers to every feature module: the stem and the 4 maps
-    when they are built, a ValueError naming what is built when they are not (default out_indices: the last map)."""
+@pytest.mark.parametrize('out_indices', [None, (0, 2, 4), (1, 2, 3, 4)], ids=['default', '0-2-4', '1-4'])
+def test_transformers_output_hidden_states(out_indices):
+    """ output_hidden_states sets the FeatureDictNet return_layers to every feature module and indexes the result by
+    feature position: one hidden state per feature_info entry, the map where the model computes it (the stem always,
+    the out_indices maps), None in the others (docs/heads.md); feature_maps as without it; the next call plain."""
+    torch.manual_seed(0)
     x = torch.randn(1, 3, 64, 96)
-    model = transformers.TimmBackbone(transformers.TimmBackboneConfig(
-        backbone='hrnet_w18_small', out_indices=(1, 2, 3, 4))).eval()
+    config = transformers.TimmBackboneConfig(
+        backbone='hrnet_w18_small', **({'out_indices': out_indices} if out_indices else {}))
+    model = transformers.TimmBackbone(config).eval()
+    taken = out_indices or (4,)
     with torch.no_grad():
         out = model(x, output_hidden_states=True)
         plain = model(x).feature_maps
-    assert [tuple(h.shape[1:]) for h in out.hidden_states] == [
-        ([64, *INCRE_CHS][i], *reduce(64, 96, REDUCTIONS[i])) for i in range(5)]
-    assert len(out.feature_maps) == len(plain) == 4 and len(out.hidden_states) == 5
+    assert len(out.hidden_states) == 5
+    filled = [i for i, h in enumerate(out.hidden_states) if h is not None]
+    assert filled == sorted({0, *taken})
+    assert [tuple(out.hidden_states[i].shape[1:]) for i in filled] == [
+        ([64, *INCRE_CHS][i], *reduce(64, 96, REDUCTIONS[i])) for i in filled]
+    assert len(out.feature_maps) == len(plain) == len(taken)
     assert all(torch.equal(a, b) for a, b in zip(out.feature_maps, plain))
-    assert all(torch.equal(a, b) for a, b in zip(out.hidden_states[1:], plain))
-    last_only = transformers.TimmBackbone(transformers.TimmBackboneConfig(backbone='hrnet_w18_small')).eval()
-    with pytest.raises(ValueError, match=r'feature indices \[1, 2, 3\] are not computed by this model.*\[0, 4\]'):
-        last_only(x, output_hidden_states=True)
+    assert all(torch.equal(out.hidden_states[i], m) for i, m in zip(taken, plain))
+
+
+@pytest.mark.parametrize('cls', ['TimmWrapperModel', 'TimmWrapperForImageClassification'])
+def test_transformers_gradient_checkpointing(cls):
+    """ transformers' TimmWrapper probes set_grad_checkpointing; gradient_checkpointing_enable() then works, and a
+    training step gives the gradients and BatchNorm statistics of the same step without it."""
+    config = transformers.TimmWrapperConfig(architecture='hrnet_w18_small', num_labels=3)
+    torch.manual_seed(0)
+    models = [getattr(transformers, cls)(config).train() for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    assert models[1].supports_gradient_checkpointing
+    models[1].gradient_checkpointing_enable()
+    assert models[1].timm_model.grad_checkpointing and not models[0].timm_model.grad_checkpointing
+    x = torch.randn(2, 3, 64, 64)
+    for model in models:
+        out = model(pixel_values=x)
+        (out.logits if cls.endswith('Classification') else out.last_hidden_state).square().mean().backward()
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        assert (a.grad is None) == (b.grad is None), name
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=name)
+    for (name, a), b in zip(models[0].named_buffers(), models[1].buffers()):
+        assert torch.equal(a, b), name
 
 
 def test_transformers_first_gets_the_fixed_model():

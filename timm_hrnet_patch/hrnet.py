@@ -14,6 +14,7 @@ Original header:
 """
 import logging
 import re
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
@@ -21,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models._builder import pretrained_cfg_for_features
@@ -597,6 +599,38 @@ class HighResolutionModule(nn.Module):
         return x_fuse
 
 
+@contextmanager
+def _running_stats_kept(module: nn.Module):
+    """ The BatchNorm layers of `module` run as they are (batch statistics in training) but leave their running
+    statistics and counters as they were: checkpoint's recompute must not update them a second time. Momentum 0
+    keeps the recompute's ops those of the forward, so checkpoint's recompute check holds."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    kept = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(bns, kept):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
+
+
+def _checkpoint(module: nn.Module, x: Union[torch.Tensor, List[torch.Tensor]]):
+    """ module(x), its activations recomputed in backward instead of stored. A training step updates BatchNorm
+    running statistics once, as without checkpointing (the recompute runs under _running_stats_kept). A list x
+    (the branch maps of a HighResolutionModule, which updates its input list) is passed as a new list each time."""
+    if isinstance(x, torch.Tensor):
+        fn, args = module, (x,)
+    else:
+        fn, args = (lambda *xs: module(list(xs))), tuple(x)
+    if torch._dynamo.is_compiling():  # torch.compile recomputes in its own graph, without the stats' update
+        return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+    return torch.utils.checkpoint.checkpoint(
+        fn, *args, use_reentrant=False, context_fn=lambda: (nullcontext(), _running_stats_kept(module)))
+
+
 class SequentialList(nn.Sequential):
 
     def __init__(self, *args):
@@ -667,6 +701,7 @@ class HighResolutionNet(nn.Module):
         self.dilations = _branch_dilations(output_stride)
         self.upsample_mode = upsample_mode
         self.num_classes = num_classes
+        self.grad_checkpointing = False
         self.in_chans = in_chans
 
         # kwargs override entries of the arch cfg, copied so the shared cfg is not mutated
@@ -892,8 +927,11 @@ class HighResolutionNet(nn.Module):
         return matcher
 
     @torch.jit.ignore
-    def set_grad_checkpointing(self, enable=True):
-        assert not enable, "gradient checkpointing not supported"
+    def set_grad_checkpointing(self, enable: bool = True):
+        """ Recompute each layer1 block and HighResolutionModule in backward instead of storing its activations
+        (forward, forward_features and forward_intermediates). BatchNorm running statistics after a training step
+        equal those without checkpointing."""
+        self.grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -931,17 +969,24 @@ class HighResolutionNet(nn.Module):
         whole trunk when only the stem is taken). checkpoint_filter_fn drops exactly these keys."""
         return _unbuilt_prefixes(self.head_spec, self.branch_outputs, self.stage4_cfg['num_modules'] - 1)
 
+    def _run_stage(self, stage: nn.Sequential, x):
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            for module in stage:
+                x = _checkpoint(module, x)
+            return x
+        return stage(x)
+
     def stages(self, x) -> List[torch.Tensor]:
-        x = self.layer1(x)
+        x = self._run_stage(self.layer1, x)
 
         xl = [t(x) for i, t in enumerate(self.transition1)]
-        yl = self.stage2(xl)
+        yl = self._run_stage(self.stage2, xl)
 
         xl = [t(yl[-1]) if not isinstance(t, nn.Identity) else yl[i] for i, t in enumerate(self.transition2)]
-        yl = self.stage3(xl)
+        yl = self._run_stage(self.stage3, xl)
 
         xl = [t(yl[-1]) if not isinstance(t, nn.Identity) else yl[i] for i, t in enumerate(self.transition3)]
-        yl = self.stage4(xl)
+        yl = self._run_stage(self.stage4, xl)
         return yl
 
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
@@ -1164,22 +1209,28 @@ class HighResolutionNetFeatures(HighResolutionNet):
         self.feature_info = FeatureInfo(self.feature_info, out_indices)
         self._out_indices = list(out_indices)
         # timm's FeatureDictNet protocol: {module name: output name} of the maps forward returns, None for the
-        # out_indices ones. transformers' TimmBackbone sets all of feature_info's modules for output_hidden_states.
+        # out_indices ones. transformers' TimmBackbone sets all of feature_info's modules for output_hidden_states
+        # and indexes the result by feature position.
         self.return_layers: Optional[Dict[str, str]] = None
 
     def forward_features(self, x):
         assert False, 'Not supported'
 
-    def forward(self, x) -> List[torch.Tensor]:
-        """ The out_indices maps, or those of return_layers' modules (ValueError for one that is not built)."""
-        indices = self._out_indices
-        if self.return_layers is not None:
-            modules = [info['module'] for info in self.feature_info.info]
-            unknown = sorted(set(self.return_layers) - set(modules))
-            if unknown:
-                raise ValueError(f'HRNet return_layers {unknown} are not feature modules, those are {modules}.')
-            indices = sorted(modules.index(m) for m in self.return_layers)
-        return self.forward_intermediates(x, indices, intermediates_only=True)
+    def forward(self, x) -> List[Optional[torch.Tensor]]:
+        """ The out_indices maps. With return_layers set: one entry per named module, in feature order, the map, or
+        None for a map this model was not built for (features_only out_indices; the stem map is always computed),
+        so a caller indexing by feature position finds the out_indices maps at theirs. ValueError for a name that
+        is not a feature module."""
+        if self.return_layers is None:
+            return self.forward_intermediates(x, self._out_indices, intermediates_only=True)
+        modules = [info['module'] for info in self.feature_info.info]
+        unknown = sorted(set(self.return_layers) - set(modules))
+        if unknown:
+            raise ValueError(f'HRNet return_layers {unknown} are not feature modules, those are {modules}.')
+        indices = sorted(modules.index(m) for m in self.return_layers)
+        computed = [i for i in indices if i == 0 or i - 1 in self.branch_outputs]
+        maps = dict(zip(computed, self.forward_intermediates(x, computed, intermediates_only=True))) if computed else {}
+        return [maps.get(i) for i in indices]
 
 
 def _format_keys(keys: List[str], limit: int = 10) -> str:
