@@ -65,6 +65,20 @@ def test_check_uses_hf_cache_and_fails_on_a_bad_checkpoint(tmp_path, capsys):
     assert '2/4 ok, 2 failed' in out.stdout and 'FAIL' in out.stdout and 'missing keys' in out.stdout
 
 
+def test_check_amp_and_channels_last(tmp_path, capsys):
+    """ --amp bfloat16 --channels-last: every row ran in bfloat16 with channels_last maps (recorded per row in the
+    JSON, from the outputs themselves); the plain check's rows are float32 and contiguous."""
+    served_checkpoint(VARIANT)
+    for args, dtypes, channels_last in [([], ['torch.float32'], False),
+                                        (['--amp', 'bfloat16', '--channels-last'], ['torch.bfloat16'], True)]:
+        assert main(['--variants', VARIANT, '--heads', 'concat,incre', '--size', '64',
+                     '--json', str(tmp_path / 'r.json'), *args]) == 0
+        rows = json.loads((tmp_path / 'r.json').read_text())['rows']
+        assert len(rows) == 6 and all(r['status'] == 'ok' and r['dtypes'] == dtypes for r in rows)
+        assert all(r['channels_last'] == channels_last for r in rows)
+    assert 'forward: autocast to bfloat16, channels_last' in capsys.readouterr().out
+
+
 @pytest.mark.parametrize('args, message', [
     (['--variants', 'resnet50'], 'matched no HRNet model'),
     (['--heads', 'bogus'], "unknown head(s) ['bogus']"),

@@ -1,7 +1,7 @@
 """ `timm-hrnet-patch` (or `python -m timm_hrnet_patch`): check the patched HRNet here, convert checkpoints.
 
     timm-hrnet-patch [check] [--variants hrnet_w18,...] [--heads classification,incre,,high_res,concat] \
-                     [--size 224] [--json FILE]
+                     [--size 224] [--amp bfloat16|float16] [--channels-last] [--json FILE]
     timm-hrnet-patch convert SRC DST --variant NAME [--head H]
     timm-hrnet-patch upstream-diff [--timm-src DIR | --timm-version 1.0.31] [-o FILE]
 """
@@ -77,23 +77,34 @@ def _expected_shapes(model: torch.nn.Module, kwargs: Dict, size: int) -> List[Tu
     return shapes
 
 
-def _run_case(case: Dict, weights: Optional[Tuple[str, str]], size: int) -> Dict:
-    """ One table row: build (loading `weights`, a (source, file) pair, when pretrained), forward, compare shapes."""
+def _run_case(case: Dict, weights: Optional[Tuple[str, str]], size: int, amp: Optional[str] = None,
+              channels_last: bool = False) -> Dict:
+    """ One table row: build (loading `weights`, a (source, file) pair, when pretrained), forward (under autocast to
+    `amp`, a torch dtype name; channels_last model and input), compare shapes, dtypes and memory formats."""
     row = dict(case, weights=weights[0] if weights else '-', status='ok', shapes='', params=0, seconds=0.0, error='')
     start = time.perf_counter()
     try:
         overlay = dict(pretrained_cfg_overlay=dict(file=weights[1])) if weights else {}
         model = timm.create_model(case['variant'], pretrained=case['pretrained'], **case['kwargs'], **overlay)
-        model = model.eval().to(case['device'])
-        with torch.inference_mode():
-            out = model(torch.randn(1, 3, size, size, device=case['device']))
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.eval().to(case['device'], memory_format=memory_format)
+        x = torch.randn(1, 3, size, size, device=case['device']).to(memory_format=memory_format)
+        dtype = getattr(torch, amp) if amp else torch.float32
+        with torch.inference_mode(), torch.autocast(case['device'], dtype=dtype, enabled=amp is not None):
+            out = model(x)
         out = out if isinstance(out, (list, tuple)) else [out]
         shapes = [tuple(o.shape) for o in out]
         row.update(shapes=' '.join('x'.join(map(str, s[1:])) for s in shapes),
-                   params=sum(p.numel() for p in model.parameters()))
+                   params=sum(p.numel() for p in model.parameters()),
+                   dtypes=sorted({str(o.dtype) for o in out}),
+                   channels_last=all(o.is_contiguous(memory_format=torch.channels_last) for o in out if o.dim() == 4))
         expected = _expected_shapes(model, case['kwargs'], size)
         if shapes != expected:
             row.update(status='FAIL', error=f'output shapes {shapes}, expected {expected}')
+        elif row['dtypes'] != [str(dtype)] or not all(torch.isfinite(o).all() for o in out):
+            row.update(status='FAIL', error=f'outputs in {row["dtypes"]} (expected {dtype}), or not finite')
+        elif channels_last and not row['channels_last']:
+            row.update(status='FAIL', error='channels_last input and model, outputs not channels_last')
     except Exception as e:  # a failing case is a table row, not the end of the check
         row.update(status='FAIL', error=f'{type(e).__name__}: {e}')
     row['seconds'] = round(time.perf_counter() - start, 2)
@@ -137,6 +148,8 @@ def check(args: argparse.Namespace) -> int:
     devices = ['cpu', 'cuda'] if args.device == 'auto' and torch.cuda.is_available() else \
         ['cpu'] if args.device == 'auto' else [args.device]
     print(_header(devices), flush=True)
+    print(f'forward: {f"autocast to {args.amp}" if args.amp else "float32"}, '
+          f'{"channels_last" if args.channels_last else "contiguous"}', flush=True)
 
     rows = []
     cases = list(_cases(variants, heads, [False, True], devices))
@@ -146,7 +159,7 @@ def check(args: argparse.Namespace) -> int:
             if case['pretrained']:
                 cached = _cached_weights(case['variant'])
                 weights = ('hf-cache', cached) if cached else ('synthetic', _synthetic_weights(case['variant'], tmp))
-            rows.append(_run_case(case, weights, args.size))
+            rows.append(_run_case(case, weights, args.size, args.amp, args.channels_last))
     print(_table(rows))
     failed = [r for r in rows if r['status'] != 'ok']
     total = sum(r['seconds'] for r in rows)
@@ -257,6 +270,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--heads', help="comma-separated heads, '' for headless (default: all of them)")
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='auto: cpu, and cuda if present')
     p.add_argument('--size', type=int, default=224, help='input height and width (default 224)')
+    p.add_argument('--amp', choices=['bfloat16', 'float16'], help='forward under torch.autocast to this dtype')
+    p.add_argument('--channels-last', action='store_true', help='channels_last model and input')
     p.add_argument('--json', help='also write the results to this JSON file')
     p = sub.add_parser('convert', help='turn a checkpoint into a timm-ready .safetensors file, verified')
     p.add_argument('src', help='.pth/.pt/.bin (MSRA release, timm, or training checkpoint) or .safetensors')
