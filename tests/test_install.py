@@ -94,7 +94,7 @@ def test_install_overrides_timm(kind, tmp_path, monkeypatch):
     py = str(venv / 'bin' / 'python')
     site = Path(_run([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])']))
     (site / '_running_env.pth').write_text(f'{_running_env_packages(venv)}\n')
-    # build isolation: the build uses the setuptools range that pyproject.toml [build-system] pins
+    # build isolation: the build uses the backend that pyproject.toml [build-system] requires (hatchling)
     pip = [py, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '--no-deps']
     if kind == 'editable':
         _run([*pip, '-e', str(src)])
