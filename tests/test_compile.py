@@ -1,7 +1,7 @@
 """ torch.compile(fullgraph=True) and torch.export work for every head and for features_only, with eager outputs.
 
 Slow: each compiles hrnet_w18_small (the same code as every variant) with inductor on the test's device. Marked
-`compile`: what they test depends on torch, so tox runs them on each torch (seed, timm1031), not on every timm."""
+`torch`: what they test depends on torch, so tox runs them on each torch (seed, timm1031), not on every timm."""
 import pytest
 import torch
 
@@ -14,7 +14,7 @@ KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in HEADS] + [
 
 
 @pytest.mark.slow
-@pytest.mark.compile
+@pytest.mark.torch
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('kind', KINDS)
 def test_compile_fullgraph(kind, device):
@@ -30,7 +30,7 @@ def test_compile_fullgraph(kind, device):
 
 
 @pytest.mark.slow
-@pytest.mark.compile
+@pytest.mark.torch
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('kind', KINDS)
 def test_export(kind, device):
@@ -45,7 +45,7 @@ def test_export(kind, device):
 
 
 @pytest.mark.slow
-@pytest.mark.compile
+@pytest.mark.torch
 @pytest.mark.parametrize('kind', [dict(head='concat'), dict(features_only=True, out_indices=(0, 2, 4))],
                          ids=['concat', 'features_only'])
 def test_compile_grad_checkpointing(kind):

@@ -3,7 +3,8 @@
 Oracles: the same model trained without checkpointing, in float32, contiguous (a deep copy, so both start from the
 same weights and BatchNorm statistics); and one training step's BatchNorm counters, which must read exactly 1 (a
 recompute that updated the statistics again would leave 2). The bf16 / channels_last tolerances are those that
-docs/training.md states: the test reads them from its table.
+docs/training.md states: the test reads them from its table. Marked `torch`: what they test depends on torch and the
+model's code, not on the timm release, so tox runs them on each torch (seed, timm1031).
 """
 import copy
 import re
@@ -18,6 +19,7 @@ import strategies
 from conftest import HEADS, create, listed
 from target import hrnet
 
+pytestmark = pytest.mark.torch
 DOCS = Path(__file__).resolve().parents[1] / 'docs' / 'training.md'
 KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in HEADS] + [
     pytest.param(dict(features_only=True, feature_location=loc), id=f'features_only={loc!r}')
