@@ -4,8 +4,8 @@
                                     [--granularity module stage]
 
 A step is forward, backward and an SGD step (momentum 0.9) of `head='concat'` at batch 2, on a loss over the
-concatenated map, in train mode. Each configuration runs in a fresh process: a first step at 64x64 (it allocates
-the gradients and the optimizer's buffers), then `--steps` timed steps at the size. Memory is measured
+concatenated map, in train mode. Each configuration runs in a fresh process: a first step (it allocates the
+gradients and the optimizer's buffers, and pages in the memory a step uses), then `--steps` timed steps. Memory is measured
 in a process of its own: on CPU, glibc is told to map and unmap every large block (which slows each step, so times
 come from a process with glibc's defaults), and the peak is the process's peak RSS in a step above its RSS before
 it (the kernel's VmHWM, reset with clear_refs); on CUDA (--device cuda), torch.cuda's max_memory_allocated above
@@ -78,14 +78,14 @@ def peak():
 model = timm.create_model(variant, head='concat').to(device).train()
 model.set_grad_checkpointing(mode != 'off')
 opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+x = torch.randn(2, 3, size, size, device=device)
 
 def step(x):
     opt.zero_grad(set_to_none=False)
     model(x).pow(2).mean().backward()
     opt.step()
 
-step(torch.randn(2, 3, 64, 64, device=device))
-x = torch.randn(2, 3, size, size, device=device)
+step(x)
 times, peaks = [], []
 for _ in range(steps):
     before = memory_now()
