@@ -2,6 +2,8 @@
 
 Slow: each compiles hrnet_w18_small (the same code as every variant) with inductor on the test's device. Marked
 `torch`: what they test depends on torch, so tox runs them on each torch (seed, timm1031), not on every timm."""
+import copy
+
 import pytest
 import torch
 
@@ -57,8 +59,7 @@ def test_compile_grad_checkpointing(kind):
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = create('hrnet_w18_small', **kind).train()
-    checkpointed = create('hrnet_w18_small', **kind).train()
-    checkpointed.load_state_dict(model.state_dict())
+    checkpointed = copy.deepcopy(model)
     checkpointed.set_grad_checkpointing()
     x = torch.randn(2, 3, 64, 48)
     for m in (model, torch.compile(checkpointed, backend='aot_eager_decomp_partition')):

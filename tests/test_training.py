@@ -41,6 +41,11 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, dtype=None) -> Tuple[Lis
     return out, {n: p.grad for n, p in model.named_parameters()}
 
 
+def flat(tensors) -> torch.Tensor:
+    """ Every tensor, as float32, in one vector: errors are taken over all outputs or all gradients together."""
+    return torch.cat([t.float().flatten() for t in tensors])
+
+
 def counters(model: torch.nn.Module) -> List[int]:
     return [int(b) for n, b in model.named_buffers() if n.endswith('num_batches_tracked')]
 
@@ -125,10 +130,10 @@ def test_bfloat16_autocast(kind):
     out, grads = train_step(copy.deepcopy(model), x)
     out_bf16, grads_bf16 = train_step(model, x, dtype=torch.bfloat16)
     assert all(o.dtype == torch.bfloat16 for o in out_bf16)
-    flat, flat_bf16 = (torch.cat([o.float().flatten() for o in outs]) for outs in (out, out_bf16))
-    assert (flat_bf16 - flat).norm() / flat.norm() <= bounds['bf16_output']
+    y, y_bf16 = flat(out), flat(out_bf16)
+    assert (y_bf16 - y).norm() / y.norm() <= bounds['bf16_output']
     assert [n for n, g in grads_bf16.items() if g is None] == [n for n, g in grads.items() if g is None] == []
-    g, g_bf16 = (torch.cat([t.flatten() for t in gs.values()]) for gs in (grads, grads_bf16))
+    g, g_bf16 = flat(grads.values()), flat(grads_bf16.values())
     assert torch.isfinite(g_bf16).all()
     assert torch.nn.functional.cosine_similarity(g_bf16, g, dim=0) >= bounds['bf16_grad_cosine']
 
@@ -147,5 +152,5 @@ def test_channels_last(kind):
     assert all(o.is_contiguous(memory_format=torch.channels_last) for o in out_cl if o.dim() == 4)
     for o_cl, o in zip(out_cl, out):
         assert (o_cl - o).norm() / o.norm() <= bounds['channels_last_output']
-    g, g_cl = (torch.cat([t.flatten() for t in gs.values()]) for gs in (grads, grads_cl))
+    g, g_cl = flat(grads.values()), flat(grads_cl.values())
     assert (g_cl - g).norm() / g.norm() <= bounds['channels_last_grad']
