@@ -1,7 +1,7 @@
 """ torch.compile(fullgraph=True) and torch.export work for every head and for features_only, with eager outputs.
 
-Slow: each compiles hrnet_w18_small (the same code as every variant) with inductor on the test's device. Marked
-`torch`: what they test depends on torch, so tox runs them on each torch (seed, timm1031), not on every timm."""
+Slow: each compiles hrnet_w18_small (the same code as every variant) on the test's device. Marked `torch`: what they
+test depends on torch, so tox runs them on each torch (seed, timm1031), not on every timm."""
 import copy
 
 import pytest
@@ -13,6 +13,21 @@ from conftest import DEVICES, HEADS, create, listed
 KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in HEADS] + [
     pytest.param(dict(features_only=True, feature_location=h), id=f'features_only={h!r}')
     for h in hrnet._FEATURE_LOCATIONS]
+# inductor's code generation for the two heads whose ops are those of every kind (classification: incre, downsamp,
+# final layer, pooling; concat: bilinear upsampling)
+INDUCTOR_HEADS = ('classification', 'concat')
+
+
+def _check_compiled(kind: dict, device: str, backend: str) -> None:
+    torch._dynamo.reset()
+    model = create('hrnet_w18_small', **kind).to(device)
+    x = torch.randn(2, 3, 80, 72, device=device)  # not a multiple of 32
+    with torch.inference_mode():
+        expected = listed(model(x))
+        out = listed(torch.compile(model, fullgraph=True, backend=backend)(x))
+    assert [o.shape for o in out] == [e.shape for e in expected]
+    for o, e in zip(out, expected):  # generated kernels may reorder float sums
+        torch.testing.assert_close(o, e, rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.slow
@@ -20,15 +35,18 @@ KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in HEADS] + [
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('kind', KINDS)
 def test_compile_fullgraph(kind, device):
-    torch._dynamo.reset()
-    model = create('hrnet_w18_small', **kind).to(device)
-    x = torch.randn(2, 3, 80, 72, device=device)  # not a multiple of 32
-    with torch.inference_mode():
-        expected = listed(model(x))
-        out = listed(torch.compile(model, fullgraph=True)(x))
-    assert [o.shape for o in out] == [e.shape for e in expected]
-    for o, e in zip(out, expected):  # generated kernels may reorder float sums
-        torch.testing.assert_close(o, e, rtol=1e-4, atol=1e-3)
+    """ dynamo traces the whole forward (no graph break) and AOTAutograd the graph, with eager's outputs."""
+    _check_compiled(kind, device, 'aot_eager')
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.parametrize('device', DEVICES)
+def test_compile_inductor(device):
+    """ inductor's kernels give eager's outputs. Both heads in one test: one process pays inductor's start-up (about
+    40 s here, then 5-20 s a model)."""
+    for head in INDUCTOR_HEADS:
+        _check_compiled(dict(head=head), device, 'inductor')
 
 
 @pytest.mark.slow
