@@ -7,13 +7,14 @@ the patched timm installed, with synthetic weights to load offline.
    unpatched timm's own classification models (the released key layout), for timm's pretrained tests.
 2. Unpacks a fresh copy of the timm sdist (downloaded once, see timm_hrnet_patch.upstream.fetch_sdist) into
    WORKDIR/timm-<version>.
-3. Applies the series' patches one at a time (`git apply --check`, then `git apply`: each must apply cleanly). After
-   each, two runs of timm's tests/test_models.py from the tree, side by side:
+3. Applies the series' patches one at a time (`git apply --check`, then `git apply`: each must apply cleanly), and
+   keeps a copy of the tree at each step. Each step gets two runs of timm's tests/test_models.py from its tree:
    - on the step: timm's tests of hrnet_w18_small, and every test the series has added so far (for that variant,
      where a test is parametrized over the variants);
    - on the step before, with this step's test file: the tests this step adds (likewise). Each of them must fail
      there in at least one of its cases, so that the step's tests prove its change.
-   Prints a line per step and writes WORKDIR/series-steps.json.
+   The runs of all steps go to a queue, run two at a time (a core each), longest first. Then prints a line per step
+   and writes WORKDIR/series-steps.json.
 4. pip installs the fully patched tree (no deps) over the env's timm and checks a new process imports it. tox then
    runs timm's hrnet tests for every variant, and this project's suite against timm's module.
 """
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List
 
@@ -53,30 +55,47 @@ def _outcomes(junit: Path) -> Dict[str, List[bool]]:
     return outcomes
 
 
+def _tree(src: Path, dst: Path) -> Path:
+    """ A fresh copy of the tree src at dst."""
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    return dst
+
+
 def run_steps(src: Path, workdir: Path) -> List[dict]:
     from timm_hrnet_patch.upstream import added_tests, git_apply, patch_stats, series
 
-    steps, so_far = [], []
-    for i, patch in enumerate(series(), 1):
-        prev = workdir / 'step-before'
-        shutil.rmtree(prev, ignore_errors=True)
-        shutil.copytree(src, prev)
+    patches, so_far, runs = series(), [], []  # runs: (step, 'step' | 'before', tree, -k selection)
+    for i, patch in enumerate(patches, 1):
+        prev = _tree(src, workdir / f'step-{i - 1}-with-{i}-tests')
         print(f'+ git apply {patch.name} (in {src})', flush=True)
         git_apply(patch, src)
         shutil.copy(src / 'tests' / 'test_models.py', prev / 'tests' / 'test_models.py')
         new = added_tests(patch)
         so_far += new
         # the series' tests of one variant too ('hrnet_w' is in the ids of those parametrized over the variants)
-        one_variant = f"({' or '.join(so_far)}) and (not hrnet_w or hrnet_w18_small)"
-        runs = {
-            'step': _pytest(src, f'({STEP_FILTER}) or ({one_variant})', workdir / 'step.xml',
-                            workdir / f'step-{i}.log'),
-            'before': _pytest(prev, f"({' or '.join(new)}) and (not hrnet_w or hrnet_w18_small)",
-                              workdir / 'before.xml', workdir / f'step-{i}-before.log'),
-        }
-        for run in runs.values():
-            run.wait()
-        step, before = _outcomes(workdir / 'step.xml'), _outcomes(workdir / 'before.xml')
+        runs.append((i, 'step', _tree(src, workdir / f'step-{i}'),
+                     f"({STEP_FILTER}) or (({' or '.join(so_far)}) and (not hrnet_w or hrnet_w18_small))"))
+        runs.append((i, 'before', prev, f"({' or '.join(new)}) and (not hrnet_w or hrnet_w18_small)"))
+
+    def run(job) -> Dict[str, List[bool]]:
+        i, which, tree, selection = job
+        name = f'step-{i}' if which == 'step' else f'step-{i}-before'
+        proc = _pytest(tree, selection, workdir / f'{name}.xml', workdir / f'{name}.log')
+        proc.wait()
+        return _outcomes(workdir / f'{name}.xml'), proc.returncode
+
+    # longest first: the steps' own runs grow with the series, the runs on the step before are short
+    queue = sorted(runs, key=lambda job: (job[1] == 'step', job[0]), reverse=True)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip([job[:2] for job in queue], pool.map(run, queue)))
+    for job in runs:
+        shutil.rmtree(job[2], ignore_errors=True)
+
+    steps = []
+    for i, patch in enumerate(patches, 1):
+        (step, returncode), (before, _) = results[i, 'step'], results[i, 'before']
+        new = added_tests(patch)
         record = {
             'step': i, 'patch': patch.name, 'title': patch_stats(patch)['title'], 'applied': True,
             'timm_tests': {'passed': sum(map(sum, step.values())),
@@ -88,13 +107,12 @@ def run_steps(src: Path, workdir: Path) -> List[dict]:
         fails = ', '.join(f"{t} {n['fail_before']}/{n['cases']}" for t, n in record['new_tests'].items())
         print(f"step {i} {patch.name}: applied; step's tests {record['timm_tests']['passed']} passed, "
               f"{record['timm_tests']['failed']} failed; new tests failing on step {i - 1}: {fails}", flush=True)
-        if runs['step'].returncode:
+        if returncode:
             raise SystemExit(f"error: step {i}'s tests failed, see {workdir / f'step-{i}.log'}")
         proved = [t for t, n in record['new_tests'].items() if n['fail_before'] == 0]
         if proved:
             raise SystemExit(f'error: step {i} adds tests that pass on step {i - 1} in every case (they prove nothing '
                              f"of its change): {proved}, see {workdir / f'step-{i}-before.log'}")
-    shutil.rmtree(workdir / 'step-before', ignore_errors=True)
     (workdir / 'series-steps.json').write_text(json.dumps(steps, indent=1))
     return steps
 
