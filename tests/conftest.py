@@ -30,6 +30,18 @@ import strategies  # noqa: E402,F401  (loads the Hypothesis profile)
 # xdist workers share the cores: one worker per core, one thread per worker, instead of oversubscribing
 torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1))))
 
+def pytest_report_header(config) -> str:
+    """ The stack under test, in the header of each run's log (each tox env's)."""
+    from importlib.metadata import PackageNotFoundError, version
+    stack = [f'timm {timm.__version__}', f'torch {torch.__version__}']
+    for dist in ('huggingface_hub', 'segmentation-models-pytorch', 'transformers'):
+        try:
+            stack.append(f'{dist} {version(dist)}')
+        except PackageNotFoundError:  # the clients: in the interop env
+            pass
+    return ', '.join(stack)
+
+
 # HRNET_VARIANTS: comma-separated list_models patterns, the variants the matrix runs (default every hrnet*). tox
 # sets one variant in the envs between the oldest and newest stack (tox.ini, docs/testing.md): the variants are one
 # code path, which a timm release can only change for all of them at once.
