@@ -2,7 +2,7 @@
 
 The matrix is explicit parametrization, so no combination is left to chance. Each case builds its model, loading
 the synthetic checkpoint strictly through timm's offline hub path when pretrained, and checks every loaded tensor.
-Hypothesis then draws the values around the case (batch, any input size in 16-256, 16-128 for the big variants,
+Hypothesis then draws the values around the case (batch, any input size in 16-256, 16-96 for the big variants,
 dtype on CUDA), with examples
 seeded by the case under the 'ci' profile (see strategies.py).
 """
