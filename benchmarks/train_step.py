@@ -1,7 +1,7 @@
 """ One training step with and without gradient checkpointing, side by side: peak memory and step time.
 
     python benchmarks/train_step.py [--variants hrnet_w18 hrnet_w32] [--sizes 512 1024] [--steps 2]
-                                    [--granularity module stage]
+                                    [--granularity module stage] [--malloc default kept]
 
 A step is forward, backward and an SGD step (momentum 0.9) of `head='concat'` at batch 2, on a loss over the
 concatenated map, in train mode. Each configuration runs in a fresh process: a first step (it allocates the
@@ -15,6 +15,13 @@ the allocation before the step. Configurations alternate
 --granularity: what one checkpoint covers. 'module' (the model's set_grad_checkpointing: each layer1 block and
 each HighResolutionModule), 'stage' (layer1 and each stage whole), 'branch' (each branch of each module; the fuse
 layers are not checkpointed). 'stage' and 'branch' exist here only, to compare the options.
+
+--malloc: how glibc hands CPU memory to the timed process. 'default': glibc's defaults, where every block over 32 MiB
+(at 512x512, each of layer1's 256-channel maps) is mmapped when allocated and unmapped when freed, so its pages are
+faulted in and zeroed again at each allocation, and checkpointing's recompute allocates them a second time. 'kept':
+glibc keeps freed memory for reuse (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_ at 64 GiB), as torch's CUDA caching
+allocator does and as tcmalloc or jemalloc, PyTorch's advice for CPU training, do. Step times are compared within
+one setting; memory comes from its own process either way.
 """
 import argparse
 import json
@@ -22,6 +29,7 @@ import os
 import statistics
 import subprocess
 import sys
+from typing import List
 
 CHILD = r'''
 import json, re, sys, time
@@ -100,16 +108,21 @@ print(json.dumps(dict(times=times, peaks=peaks)))
 '''
 
 
-def run(variant: str, size: int, device: str, steps: int, mode: str) -> dict:
-    """ {'times': [s], 'peaks': [bytes]} of `steps` steps in one process, and of one step in another (memory)."""
+MALLOC = {'default': {}, 'kept': dict(MALLOC_MMAP_MAX_='0', MALLOC_TRIM_THRESHOLD_=str(64 << 30))}
+
+
+def run(variant: str, size: int, device: str, steps: int, mode: str, mallocs: List[str]) -> dict:
+    """ {'times': {malloc: [s]}, 'peaks': [bytes]}: `steps` steps in one process per malloc setting, and one step in
+    another process (memory)."""
     def child(steps, **env):
         out = subprocess.run([sys.executable, '-c', CHILD, variant, str(size), device, str(steps), mode],
                              env=dict(os.environ, **env), check=True, capture_output=True, text=True).stdout
         return json.loads(out.strip().splitlines()[-1])
     if device == 'cuda':
-        return child(steps)
+        r = child(steps)
+        return dict(times={m: r['times'] for m in mallocs}, peaks=r['peaks'])
     memory = child(1, MALLOC_MMAP_THRESHOLD_=str(1 << 20), MALLOC_TRIM_THRESHOLD_='0')
-    return dict(times=child(steps)['times'], peaks=memory['peaks'])
+    return dict(times={m: child(steps, **MALLOC[m])['times'] for m in mallocs}, peaks=memory['peaks'])
 
 
 def main() -> None:
@@ -120,26 +133,30 @@ def main() -> None:
     parser.add_argument('--rounds', type=int, default=1)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--granularity', nargs='+', default=['module'], choices=['module', 'stage', 'branch'])
+    parser.add_argument('--malloc', nargs='+', default=list(MALLOC), choices=list(MALLOC))
     args = parser.parse_args()
     if args.device == 'cuda':
         import torch
         print(f'device: {torch.cuda.get_device_name()}')
-    print('| variant | size | checkpointing | step time (s) | peak memory (GiB) | time ratio | memory ratio |')
-    print('| --- | --- | --- | --- | --- | --- | --- |')
+        args.malloc = args.malloc[:1]  # the CUDA caching allocator, whatever glibc does
+    print('| variant | size | checkpointing | malloc | step time (s) | peak memory (GiB) | time ratio | memory ratio |')
+    print('| --- | --- | --- | --- | --- | --- | --- | --- |')
     for variant in args.variants:
         for size in args.sizes:
-            results = {mode: dict(times=[], peaks=[]) for mode in ['off'] + args.granularity}
+            results = {mode: dict(times={m: [] for m in args.malloc}, peaks=[]) for mode in ['off'] + args.granularity}
             for _ in range(args.rounds):
                 for mode in results:
-                    r = run(variant, size, args.device, args.steps, mode)
-                    results[mode]['times'] += r['times']
+                    r = run(variant, size, args.device, args.steps, mode, args.malloc)
+                    for m in args.malloc:
+                        results[mode]['times'][m] += r['times'][m]
                     results[mode]['peaks'] += r['peaks']
-            base_t = statistics.median(results['off']['times'])
             base_m = statistics.median(results['off']['peaks'])
-            for mode, r in results.items():
-                t, m = statistics.median(r['times']), statistics.median(r['peaks'])
-                print(f'| {variant} | {size} | {mode} | {t:.2f} | {m / 2 ** 30:.2f} | {t / base_t:.2f} | '
-                      f'{m / base_m:.2f} |', flush=True)
+            for malloc in args.malloc:
+                base_t = statistics.median(results['off']['times'][malloc])
+                for mode, r in results.items():
+                    t, m = statistics.median(r['times'][malloc]), statistics.median(r['peaks'])
+                    print(f'| {variant} | {size} | {mode} | {malloc if args.device == "cpu" else "cuda"} | {t:.2f} | '
+                          f'{m / 2 ** 30:.2f} | {t / base_t:.2f} | {m / base_m:.2f} |', flush=True)
 
 
 if __name__ == '__main__':
