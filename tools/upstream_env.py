@@ -78,7 +78,7 @@ def run_steps(src: Path, workdir: Path) -> List[dict]:
                      f"({STEP_FILTER}) or (({' or '.join(so_far)}) and (not hrnet_w or hrnet_w18_small))"))
         runs.append((i, 'before', prev, f"({' or '.join(new)}) and (not hrnet_w or hrnet_w18_small)"))
 
-    def run(job) -> Dict[str, List[bool]]:
+    def run(job):  # (outcomes, return code) of one queued run
         i, which, tree, selection = job
         name = f'step-{i}' if which == 'step' else f'step-{i}-before'
         proc = _pytest(tree, selection, workdir / f'{name}.xml', workdir / f'{name}.log')
