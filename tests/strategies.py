@@ -55,6 +55,9 @@ class Input(NamedTuple):
         return torch.randn(self.batch, self.chans, self.height, self.width, generator=g).to(device)
 
 
+# an explicit example beside the drawn ones where a test checks more than shapes: batch 2, odd sides, small maps
+ODD_INPUT = Input(batch=2, chans=3, height=47, width=33, seed=0)
+
 batches = st.integers(1, 3)
 in_chans = st.sampled_from([1, 3, 4])
 num_classes = st.sampled_from([0, 1, 1000]) | st.integers(2, 2000)

@@ -3,15 +3,16 @@
 The matrix is explicit parametrization, so no combination is left to chance. Each case builds its model, loading
 the synthetic checkpoint strictly through timm's offline hub path when pretrained, and checks every loaded tensor.
 Hypothesis then draws the values around the case (batch, any input size in 16-256, 16-96 for the big variants,
-dtype on CUDA), with examples
-seeded by the case under the 'ci' profile (see strategies.py).
+dtype on CUDA), with examples seeded by the case under the 'ci' profile (see strategies.py); forward's shapes are
+checked on each. forward_features + forward_head and forward_intermediates, each a forward more, are checked against
+forward on one more input per case, of odd sides (strategies.ODD_INPUT).
 """
 import copy
 from typing import List
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 
 import strategies
 from conftest import (
@@ -60,10 +61,15 @@ def test_model(variant, head, pretrained, device, no_key_warnings):
 
     @strategies.for_case(variant, head, pretrained, device)
     @given(spec=strategies.inputs(high=MAX_SIDE[variant]), dtype=strategies.dtypes(device))
+    @example(spec=strategies.ODD_INPUT, dtype=torch.float32)
     def check(spec, dtype):
         x = spec.make(device)
         out = listed(_run(model, x, dtype, device))
         assert [tuple(o.shape) for o in out] == output_shapes(variant, head, spec.batch, spec.height, spec.width)
+        if device != 'cpu':
+            _assert_matches_cpu(out, listed(_run(cpu_model, x.cpu(), torch.float32)), dtype, pretrained)
+        if spec != strategies.ODD_INPUT:  # the drawn inputs: forward's shapes; the methods below on the odd one
+            return
         feats = _run(model.forward_features, x, dtype, device)
         assert_same(listed(_run(model.forward_head, feats, dtype, device)), out)
         maps = _run(lambda t: model.forward_intermediates(t, intermediates_only=True), x, dtype, device)
@@ -76,8 +82,6 @@ def test_model(variant, head, pretrained, device, no_key_warnings):
             assert_same(maps[1:], out)
         elif contract['output'] == 'concat':  # the stride 4 map comes first, as it is
             assert_same([out[0][:, :channels[1]]], maps[1:2])
-        if device != 'cpu':
-            _assert_matches_cpu(out, listed(_run(cpu_model, x.cpu(), torch.float32)), dtype, pretrained)
 
     check()
 
