@@ -11,7 +11,8 @@ skip_unless_package()  # with timm's own module under test, "upstream" is that s
 
 import timm  # noqa: E402
 import strategies  # noqa: E402
-from conftest import DEVICES, HEADS, VARIANT_PARAMS, assert_same, checkpoint, listed, upstream_model  # noqa: E402
+from conftest import (  # noqa: E402
+    DEVICES, HEADS, MAX_SIDE, VARIANT_PARAMS, assert_same, checkpoint, listed, upstream_model)
 from ops import dispatched_ops, first_difference  # noqa: E402
 from synthetic import upstream  # noqa: E402  (timm's own module: the registry holds ours)
 from timm_hrnet_patch import checkpoint_filter_fn  # noqa: E402
@@ -33,7 +34,7 @@ def test_outputs_equal_upstream(variant, device):
     ours = {head: _ours(variant, head, device) for head in HEADS}
 
     @strategies.for_case(variant, device)
-    @given(spec=strategies.inputs(multiple_of=32))
+    @given(spec=strategies.inputs(multiple_of=32, high=MAX_SIDE[variant]))
     def check(spec):
         x = spec.make(device)
         with torch.inference_mode():
