@@ -4,12 +4,14 @@ The hook tests make a new venv here, once for an editable install and once for a
 running env's packages (torch, timm, ...) through symbolic links, so nothing large is installed or left behind.
 """
 import ast
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from importlib.metadata import distribution, packages_distributions
 from pathlib import Path
 
@@ -26,6 +28,8 @@ VENV_LIMIT = 100 * 2 ** 20  # what one install test may leave on disk: a venv wi
 STARTUP = "import sys; print(sorted(m for m in ('torch', 'timm', 'timm_hrnet_patch') if m in sys.modules))"
 BUILD = ("import sys, timm; m = timm.create_model('hrnet_w18_small', head='incre'); "
          "print(type(m).__module__, 'timm_hrnet_patch' in sys.modules)")
+# after BUILD, in the same process: the files imported, and is_active() after importing the package and timm again
+WHERE = "; import timm_hrnet_patch as p, _timm_hrnet_patch_hook as h, timm; print(p.is_active(), p.__file__, h.__file__)"
 
 
 def _run(cmd, **env):
@@ -43,17 +47,27 @@ def _disk_usage(path: Path) -> int:
     return sum(f.lstat().st_size for f in path.rglob('*') if f.is_file() and not f.is_symlink())
 
 
-def _running_env_packages(venv: Path) -> Path:
+def _running_env_packages() -> Path:
     """ A folder of links to everything in the running env's site-packages but this package's own files, put on the
     venv's sys.path by a .pth: the venv imports (and pip sees) torch, timm and the rest without installing them, and
     finds this package only where the test installs it. The linked folder is not a site dir: its .pth files (the
-    running env's start-up hook, editable finders) do not run in the venv."""
-    links = venv / 'running-env'
-    links.mkdir()
-    for site_dir in {sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']}:
-        for entry in Path(site_dir).iterdir():
-            if not entry.name.startswith(OWN) and entry.suffix != '.pth' and not (links / entry.name).exists():
-                (links / entry.name).symlink_to(entry)
+    running env's start-up hook, editable finders) do not run in the venv.
+
+    One folder per running env, in the temp dir, made once and kept: its path names the modules that the venvs
+    import, so the bytecode of torch and timm compiled for it (PYTHONPYCACHEPREFIX) serves every install test."""
+    site_dirs = sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})
+    entries = sorted({e.name: e for d in site_dirs for e in Path(d).iterdir()
+                      if not e.name.startswith(OWN) and e.suffix != '.pth'}.items())
+    key = hashlib.sha256(repr([(name, str(e)) for name, e in entries]).encode()).hexdigest()[:12]
+    links = Path(tempfile.gettempdir()) / f'hrnet-patch-running-env-{key}'
+    if not links.is_dir():
+        made = Path(tempfile.mkdtemp(prefix=f'{links.name}-', dir=links.parent))
+        for name, entry in entries:
+            (made / name).symlink_to(entry)
+        try:
+            made.rename(links)
+        except OSError:  # another test process made it first
+            shutil.rmtree(made)
     return links
 
 
@@ -93,7 +107,7 @@ def test_install_overrides_timm(kind, tmp_path, monkeypatch):
     _run([sys.executable, '-m', 'venv', str(venv)])
     py = str(venv / 'bin' / 'python')
     site = Path(_run([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])']))
-    (site / '_running_env.pth').write_text(f'{_running_env_packages(venv)}\n')
+    (site / '_running_env.pth').write_text(f'{_running_env_packages()}\n')
     # build isolation: the build uses the backend that pyproject.toml [build-system] requires (hatchling)
     pip = [py, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '--no-deps']
     if kind == 'editable':
@@ -102,20 +116,17 @@ def test_install_overrides_timm(kind, tmp_path, monkeypatch):
         _run([py, '-m', 'pip', 'wheel', '-q', '--no-deps', '-w', str(tmp_path), str(src)])
         _run([*pip, str(next(tmp_path.glob('timm_hrnet_patch-*.whl')))])
     assert (site / 'timm_hrnet_patch.pth').is_file(), f'the {kind} install has no start-up hook .pth in {site}'
-    where = _run([py, '-c', 'import timm_hrnet_patch, _timm_hrnet_patch_hook as h; '
-                  'print(timm_hrnet_patch.__file__); print(h.__file__)']).splitlines()
-    installed_from = src if kind == 'editable' else site
-    assert all(Path(p).is_relative_to(installed_from) for p in where), where
 
     # start-up imports neither torch nor timm (nor the patch); the finder waits for timm, once, even if re-installed
     assert _run([py, '-c', STARTUP]) == '[]'
     assert _run([py, '-c', 'import _timm_hrnet_patch_hook as h, sys; h.install(); h.install(); '
                  'print(sum(isinstance(f, h._TimmFinder) for f in sys.meta_path))']) == '1'
-    # `import timm` alone gives the patched model; switched off, timm's own
-    assert _run([py, '-W', 'ignore', '-c', BUILD]) == 'timm_hrnet_patch.hrnet True'
+    # `import timm` alone gives the patched model, from the package installed here; switched off, timm's own
+    built, where = _run([py, '-W', 'ignore', '-c', BUILD + WHERE]).splitlines()
+    assert built == 'timm_hrnet_patch.hrnet True' and where.startswith('True '), (built, where)
+    installed_from = src if kind == 'editable' else site
+    assert all(Path(p).is_relative_to(installed_from) for p in where.split()[1:]), where
     assert _run([py, '-W', 'ignore', '-c', BUILD], TIMM_HRNET_PATCH='0') == 'timm.models.hrnet False'
-    assert _run([py, '-W', 'ignore', '-c', 'import timm, timm_hrnet_patch as p; import timm; print(p.is_active())']) \
-        == 'True'
     cli = str(venv / 'bin' / 'timm-hrnet-patch')
     report = _run([cli, 'check', '--variants', 'hrnet_w18_small', '--heads', 'incre'])
     assert f'start-up hook: {site / "timm_hrnet_patch.pth"}, enabled, patched timm at import: yes; ' \
