@@ -91,6 +91,7 @@ def _run_workers(out) -> Dict[str, List[Dict]]:
 
 
 @pytest.mark.slow
+@pytest.mark.torch
 def test_ddp_every_parameter_used(tmp_path):
     """ One test, so that one pytest worker starts the two processes once (a module fixture would start them in
     every xdist worker); the failure message names each failing case."""
