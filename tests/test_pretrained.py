@@ -26,8 +26,8 @@ def test_seed_calls_verbatim(head):
         out = listed(model(torch.randn(1, 3, 64, 64)))
     assert [tuple(o.shape) for o in out] == output_shapes('hrnet_w18', head, 1, 64, 64)
 
-@PACKAGE_ONLY
 
+@PACKAGE_ONLY
 def test_strict_alias_conflict():
     with pytest.raises(TypeError, match='alias of pretrained_strict'):
         timm.create_model('hrnet_w18_small', strict=True, pretrained_strict=False)
