@@ -14,7 +14,7 @@ import strategies
 from synthetic import upstream
 from target import hrnet
 from conftest import (
-    CONTRACT, DEVICES, HEADS, INCRE_CHS, PRETRAINED_PARAMS, VARIANT_PARAMS, assert_same, branch_chs, checkpoint,
+    CONTRACT, DEVICES, HEADS, INCRE_CHS, PRETRAINED_PARAMS, VARIANT_PARAMS, assert_same, branch_chs,
     create, expected_state, listed, output_shapes)
 
 

@@ -29,7 +29,8 @@ STARTUP = "import sys; print(sorted(m for m in ('torch', 'timm', 'timm_hrnet_pat
 BUILD = ("import sys, timm; m = timm.create_model('hrnet_w18_small', head='incre'); "
          "print(type(m).__module__, 'timm_hrnet_patch' in sys.modules)")
 # after BUILD, in the same process: the files imported, and is_active() after importing the package and timm again
-WHERE = "; import timm_hrnet_patch as p, _timm_hrnet_patch_hook as h, timm; print(p.is_active(), p.__file__, h.__file__)"
+WHERE = ("; import timm_hrnet_patch as p, _timm_hrnet_patch_hook as h, timm; "
+         "print(p.is_active(), p.__file__, h.__file__)")
 
 
 def _run(cmd, **env):
