@@ -66,12 +66,13 @@ def run_steps(src: Path, workdir: Path) -> List[dict]:
     from timm_hrnet_patch.upstream import added_tests, git_apply, patch_stats, series
 
     patches, so_far, runs = series(), [], []  # runs: (step, 'step' | 'before', tree, -k selection)
+    added = {}  # step: the test functions its patch adds
     for i, patch in enumerate(patches, 1):
         prev = _tree(src, workdir / f'step-{i - 1}-with-{i}-tests')
         print(f'+ git apply {patch.name} (in {src})', flush=True)
         git_apply(patch, src)
         shutil.copy(src / 'tests' / 'test_models.py', prev / 'tests' / 'test_models.py')
-        new = added_tests(patch)
+        new = added[i] = added_tests(patch)
         so_far += new
         # the series' tests of one variant too ('hrnet_w' is in the ids of those parametrized over the variants)
         runs.append((i, 'step', _tree(src, workdir / f'step-{i}'),
@@ -95,7 +96,7 @@ def run_steps(src: Path, workdir: Path) -> List[dict]:
     steps = []
     for i, patch in enumerate(patches, 1):
         (step, returncode), (before, _) = results[i, 'step'], results[i, 'before']
-        new = added_tests(patch)
+        new = added[i]
         record = {
             'step': i, 'patch': patch.name, 'title': patch_stats(patch)['title'], 'applied': True,
             'timm_tests': {'passed': sum(map(sum, step.values())),
