@@ -43,8 +43,9 @@ def pytest_report_header(config) -> str:
 
 
 # HRNET_VARIANTS: comma-separated list_models patterns, the variants the matrix runs (default every hrnet*). tox
-# sets one variant in the envs between the oldest and newest stack (tox.ini, docs/testing.md): the variants are one
-# code path, which a timm release can only change for all of them at once.
+# sets one variant in the envs between the oldest and newest stack, and the w18 family (every arch cfg's structure)
+# in the oldest (tox.ini, docs/testing.md): the variants are one code path, which a timm release can only change for
+# all of them at once.
 VARIANTS = timm.list_models(os.environ.get('HRNET_VARIANTS', 'hrnet*').split(','))
 assert VARIANTS and set(VARIANTS) <= set(timm.list_models('hrnet*')), f"HRNET_VARIANTS matched {VARIANTS}"
 HEADS = hrnet._HEADS
