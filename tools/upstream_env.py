@@ -1,7 +1,7 @@
 """ Set up `tox -e upstream`: the upstream series applied to the timm sdist step by step, each step tested, then
 the patched timm installed, with synthetic weights to load offline.
 
-    python tools/upstream_env.py WORKDIR
+    python tools/upstream_env.py WORKDIR LOG_DIR
 
 1. Serves a synthetic checkpoint for every pretrained hrnet tag into $HF_HUB_CACHE, made from the installed,
    unpatched timm's own classification models (the released key layout), for timm's pretrained tests.
@@ -10,13 +10,15 @@ the patched timm installed, with synthetic weights to load offline.
 3. Applies the series' patches one at a time (`git apply --check`, then `git apply`: each must apply cleanly), and
    keeps a copy of the tree at each step. Each step gets two runs of timm's tests/test_models.py from its tree:
    - on the step: timm's tests of hrnet_w18_small, and every test the series has added so far (for that variant,
-     where a test is parametrized over the variants);
+     where a test is parametrized over the variants); on the last step, timm's hrnet tests of every variant (the
+     series' tests and the pretrained tests included), whose junit file goes to LOG_DIR (junit-timm-models.xml,
+     the env's counts);
    - on the step before, with this step's test file: the tests this step adds (likewise). Each of them must fail
      there in at least one of its cases, so that the step's tests prove its change.
-   The runs of all steps go to a queue, run two at a time (a core each), longest first. Then prints a line per step
-   and writes WORKDIR/series-steps.json.
+   The runs of all steps go to a queue, run two at a time (a core each), longest first; the last step's, the
+   longest, then runs on two xdist workers. Then prints a line per step and writes WORKDIR/series-steps.json.
 4. pip installs the fully patched tree (no deps) over the env's timm and checks a new process imports it. tox then
-   runs timm's hrnet tests for every variant, and this project's suite against timm's module.
+   runs this project's suite against timm's module.
 """
 import json
 import os
@@ -30,7 +32,7 @@ from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))
 
-STEP_FILTER = 'hrnet_w18_small and not v2'  # timm's own hrnet tests at each step: one variant (all after the last)
+STEP_FILTER = 'hrnet_w18_small and not v2'  # timm's own hrnet tests at each step but the last: one variant
 
 
 def _run(cmd, **kwargs) -> None:
@@ -38,11 +40,12 @@ def _run(cmd, **kwargs) -> None:
     subprocess.run(cmd, check=True, **kwargs)
 
 
-def _pytest(tree: Path, selection: str, junit: Path, log: Path) -> subprocess.Popen:
-    """ timm's tests/test_models.py -k selection, run from the tree's root so that the tree's timm is imported."""
-    cmd = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', f'--junitxml={junit}',
-           'tests/test_models.py', '-k', selection]
-    return subprocess.Popen(cmd, cwd=tree, stdout=log.open('w'), stderr=subprocess.STDOUT)
+def _pytest(tree: Path, selection: str, junit: Path, basetemp: Path, workers: int = 0) -> subprocess.Popen:
+    """ timm's tests/test_models.py -k selection, run from the tree's root so that the tree's timm is imported, on
+    `workers` xdist workers (0: in the one process); its log beside the junit file."""
+    cmd = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', f'--basetemp={basetemp}',
+           f'--junitxml={junit}', 'tests/test_models.py', '-k', selection, *(['-n', str(workers)] if workers else [])]
+    return subprocess.Popen(cmd, cwd=tree, stdout=junit.with_suffix('.log').open('w'), stderr=subprocess.STDOUT)
 
 
 def _outcomes(junit: Path) -> Dict[str, List[bool]]:
@@ -62,10 +65,10 @@ def _tree(src: Path, dst: Path) -> Path:
     return dst
 
 
-def run_steps(src: Path, workdir: Path) -> List[dict]:
+def run_steps(src: Path, workdir: Path, log_dir: Path) -> List[dict]:
     from timm_hrnet_patch.upstream import added_tests, git_apply, patch_stats, series
 
-    patches, so_far, runs = series(), [], []  # runs: (step, 'step' | 'before', tree, -k selection)
+    patches, so_far, runs = series(), [], []  # runs: (step, 'step' | 'before', tree, -k selection, junit file)
     added = {}  # step: the test functions its patch adds
     for i, patch in enumerate(patches, 1):
         prev = _tree(src, workdir / f'step-{i - 1}-with-{i}-tests')
@@ -74,28 +77,42 @@ def run_steps(src: Path, workdir: Path) -> List[dict]:
         shutil.copy(src / 'tests' / 'test_models.py', prev / 'tests' / 'test_models.py')
         new = added[i] = added_tests(patch)
         so_far += new
-        # the series' tests of one variant too ('hrnet_w' is in the ids of those parametrized over the variants)
-        runs.append((i, 'step', _tree(src, workdir / f'step-{i}'),
-                     f"({STEP_FILTER}) or (({' or '.join(so_far)}) and (not hrnet_w or hrnet_w18_small))"))
-        runs.append((i, 'before', prev, f"({' or '.join(new)}) and (not hrnet_w or hrnet_w18_small)"))
+        tree = _tree(src, workdir / f'step-{i}')
+        if i < len(patches):  # the series' tests of one variant too ('hrnet_w' is in the ids of those over variants)
+            runs.append((i, 'step', tree, f"({STEP_FILTER}) or (({' or '.join(so_far)}) and "
+                                          f"(not hrnet_w or hrnet_w18_small))", workdir / f'step-{i}.xml'))
+        else:  # timm's hrnet tests of every variant ('hrnet' is in every hrnet test's id)
+            runs.append((i, 'step', tree, 'hrnet', log_dir / 'junit-timm-models.xml'))
+        runs.append((i, 'before', prev, f"({' or '.join(new)}) and (not hrnet_w or hrnet_w18_small)",
+                     workdir / f'step-{i}-before.xml'))
 
-    def run(job):  # (outcomes, return code) of one queued run
-        i, which, tree, selection = job
-        name = f'step-{i}' if which == 'step' else f'step-{i}-before'
-        proc = _pytest(tree, selection, workdir / f'{name}.xml', workdir / f'{name}.log')
+    def run(job, workers: int = 0):  # (outcomes, return code) of one run
+        junit = job[4]
+        proc = _pytest(job[2], job[3], junit, workdir / 'pytest' / junit.stem, workers)
         proc.wait()
-        return _outcomes(workdir / f'{name}.xml'), proc.returncode
+        return _outcomes(junit), proc.returncode
 
-    # longest first: the steps' own runs grow with the series, the runs on the step before are short
-    queue = sorted(runs, key=lambda job: (job[1] == 'step', job[0]), reverse=True)
+    # longest first: the steps' own runs grow with the series, the runs on the step before are short. The last
+    # step's run, every variant, is most of the time: on two xdist workers after the queue (two runs of half the
+    # variants each in the queue took 20% longer, the widest variants side by side)
+    last = next(job for job in runs if job[0] == len(patches) and job[1] == 'step')
+    queue = sorted((job for job in runs if job is not last), key=lambda job: (job[1] == 'step', job[0]), reverse=True)
+    (workdir / 'pytest').mkdir(exist_ok=True)  # the runs' temp dirs, removed by tox's commands_post
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = dict(zip([job[:2] for job in queue], pool.map(run, queue)))
-    for job in runs:
-        shutil.rmtree(job[2], ignore_errors=True)
+        results = list(zip(queue, pool.map(run, queue)))
+    results.append((last, run(last, workers=2)))
+    for tree in {job[2] for job in runs}:
+        shutil.rmtree(tree, ignore_errors=True)
 
     steps = []
     for i, patch in enumerate(patches, 1):
-        (step, returncode), (before, _) = results[i, 'step'], results[i, 'before']
+        step, before, logs = {}, {}, []
+        for (j, which, _, _, junit), (outcomes, returncode) in results:
+            if j == i:
+                for test, cases in outcomes.items():
+                    (step if which == 'step' else before).setdefault(test, []).extend(cases)
+                if which == 'step' and returncode:
+                    logs.append(junit.with_suffix('.log'))
         new = added[i]
         record = {
             'step': i, 'patch': patch.name, 'title': patch_stats(patch)['title'], 'applied': True,
@@ -108,8 +125,8 @@ def run_steps(src: Path, workdir: Path) -> List[dict]:
         fails = ', '.join(f"{t} {n['fail_before']}/{n['cases']}" for t, n in record['new_tests'].items())
         print(f"step {i} {patch.name}: applied; step's tests {record['timm_tests']['passed']} passed, "
               f"{record['timm_tests']['failed']} failed; new tests failing on step {i - 1}: {fails}", flush=True)
-        if returncode:
-            raise SystemExit(f"error: step {i}'s tests failed, see {workdir / f'step-{i}.log'}")
+        if logs:
+            raise SystemExit(f"error: step {i}'s tests failed, see {', '.join(map(str, logs))}")
         proved = [t for t, n in record['new_tests'].items() if n['fail_before'] == 0]
         if proved:
             raise SystemExit(f'error: step {i} adds tests that pass on step {i - 1} in every case (they prove nothing '
@@ -118,7 +135,7 @@ def run_steps(src: Path, workdir: Path) -> List[dict]:
     return steps
 
 
-def main(workdir: Path) -> None:
+def main(workdir: Path, log_dir: Path) -> None:
     import timm
     from synthetic import checkpoint, serve_from_hub
     from timm_hrnet_patch.upstream import MODULE_PATH, SDIST_VERSION, fetch_sdist, upstream_files
@@ -134,7 +151,7 @@ def main(workdir: Path) -> None:
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(fetch_sdist(SDIST_VERSION), src)
     expected = upstream_files(src)  # also fails if the series' end drifted from the package's module
-    run_steps(src, workdir)
+    run_steps(src, workdir, log_dir)
     for path, text in expected.items():
         if (src / path).read_text() != text:
             raise SystemExit(f'error: the series left {src / path} unlike the patched file')
@@ -147,6 +164,6 @@ def main(workdir: Path) -> None:
 
 
 if __name__ == '__main__':
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 3:
         raise SystemExit(__doc__)
-    main(Path(sys.argv[1]).resolve())
+    main(*(Path(arg).resolve() for arg in sys.argv[1:]))
