@@ -8,6 +8,7 @@ import functools
 import inspect
 import pickle
 import threading
+import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterator, List, Optional, Tuple, TypeVar, Union
 
@@ -91,6 +92,21 @@ except ImportError:
                 raise ValueError(f'feature indices {bad} are out of range (0 to {num_features - 1})')
         return take_indices, max(take_indices)
 
+
+
+def outside_dynamo(hook: _Fn) -> _Fn:
+    """ A module hook that dynamo does not compile as a frame of its own, where it would.
+
+    dynamo inlines nn.Module calls with their hooks into the caller's graph with inline_inbuilt_nn_modules (a config
+    from torch 2.3, on by default from 2.5, deprecated as always on in 2.14). Before it (torch 2.2), it compiles a
+    forward pre-hook as a frame of its own, and torch.export of the module fails ("whole graph export entails
+    exactly one guard export"): there the hook runs eagerly, outside dynamo."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)  # the config's deprecation (torch 2.14)
+        inlines = getattr(torch._dynamo.config, 'inline_inbuilt_nn_modules', None)
+    if inlines is None:  # no such config: torch before 2.3, or after its removal
+        inlines = tuple(int(v) for v in torch.__version__.split('.')[:2]) >= (2, 5)
+    return hook if inlines else torch._dynamo.disable(hook)
 
 _unpickling_lock = threading.Lock()
 _unpickling_depth = 0

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from timm.models import _builder
-from ._compat import load_pretrained, register_model as _register_model, weights_only_unpickling
+from ._compat import load_pretrained, outside_dynamo, register_model as _register_model, weights_only_unpickling
 
 __all__ = ['build_model_with_cfg', 'register_model', 'check_input', 'check_values', 'head_hint']
 
@@ -54,6 +54,7 @@ def register_model(fn: Callable) -> Callable:
     return _register_model(entrypoint)
 
 
+@outside_dynamo
 def check_input(model: nn.Module, args: tuple) -> None:
     """ Forward pre-hook: a ValueError for an input that is not (B, in_chans, H, W) or, in training, one whose deepest
     maps hold a single value per channel (BatchNorm cannot normalise it)."""
