@@ -93,7 +93,6 @@ except ImportError:
         return take_indices, max(take_indices)
 
 
-
 def outside_dynamo(hook: _Fn) -> _Fn:
     """ A module hook that dynamo does not compile as a frame of its own, where it would.
 
@@ -105,8 +104,9 @@ def outside_dynamo(hook: _Fn) -> _Fn:
         warnings.simplefilter('ignore', FutureWarning)  # the config's deprecation (torch 2.14)
         inlines = getattr(torch._dynamo.config, 'inline_inbuilt_nn_modules', None)
     if inlines is None:  # no such config: torch before 2.3, or after its removal
-        inlines = tuple(int(v) for v in torch.__version__.split('.')[:2]) >= (2, 5)
+        inlines = torch.__version__ >= '2.5'
     return hook if inlines else torch._dynamo.disable(hook)
+
 
 _unpickling_lock = threading.Lock()
 _unpickling_depth = 0

@@ -68,7 +68,8 @@ def _tree(src: Path, dst: Path) -> Path:
 def run_steps(src: Path, workdir: Path, log_dir: Path) -> List[dict]:
     from timm_hrnet_patch.upstream import added_tests, git_apply, patch_stats, series
 
-    patches, so_far, runs = series(), [], []  # runs: (step, 'step' | 'before', tree, -k selection, junit file)
+    # runs: (step, 'step' | 'before', tree, -k selection, junit file), queued; last: the last step's 'step' run
+    patches, so_far, runs, last = series(), [], [], None
     added = {}  # step: the test functions its patch adds
     for i, patch in enumerate(patches, 1):
         prev = _tree(src, workdir / f'step-{i - 1}-with-{i}-tests')
@@ -82,7 +83,7 @@ def run_steps(src: Path, workdir: Path, log_dir: Path) -> List[dict]:
             runs.append((i, 'step', tree, f"({STEP_FILTER}) or (({' or '.join(so_far)}) and "
                                           f"(not hrnet_w or hrnet_w18_small))", workdir / f'step-{i}.xml'))
         else:  # timm's hrnet tests of every variant ('hrnet' is in every hrnet test's id)
-            runs.append((i, 'step', tree, 'hrnet', log_dir / 'junit-timm-models.xml'))
+            last = (i, 'step', tree, 'hrnet', log_dir / 'junit-timm-models.xml')
         runs.append((i, 'before', prev, f"({' or '.join(new)}) and (not hrnet_w or hrnet_w18_small)",
                      workdir / f'step-{i}-before.xml'))
 
@@ -95,24 +96,18 @@ def run_steps(src: Path, workdir: Path, log_dir: Path) -> List[dict]:
     # longest first: the steps' own runs grow with the series, the runs on the step before are short. The last
     # step's run, every variant, is most of the time: on two xdist workers after the queue (two runs of half the
     # variants each in the queue took 20% longer, the widest variants side by side)
-    last = next(job for job in runs if job[0] == len(patches) and job[1] == 'step')
-    queue = sorted((job for job in runs if job is not last), key=lambda job: (job[1] == 'step', job[0]), reverse=True)
+    queue = sorted(runs, key=lambda job: (job[1] == 'step', job[0]), reverse=True)
     (workdir / 'pytest').mkdir(exist_ok=True)  # the runs' temp dirs, removed by tox's commands_post
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(zip(queue, pool.map(run, queue)))
-    results.append((last, run(last, workers=2)))
-    for tree in {job[2] for job in runs}:
-        shutil.rmtree(tree, ignore_errors=True)
+        results = dict(zip([job[:2] for job in queue], pool.map(run, queue)))
+    results[last[:2]] = run(last, workers=2)
+    junits = {job[:2]: job[4] for job in runs + [last]}
+    for job in runs + [last]:
+        shutil.rmtree(job[2], ignore_errors=True)
 
     steps = []
     for i, patch in enumerate(patches, 1):
-        step, before, logs = {}, {}, []
-        for (j, which, _, _, junit), (outcomes, returncode) in results:
-            if j == i:
-                for test, cases in outcomes.items():
-                    (step if which == 'step' else before).setdefault(test, []).extend(cases)
-                if which == 'step' and returncode:
-                    logs.append(junit.with_suffix('.log'))
+        (step, returncode), (before, _) = results[i, 'step'], results[i, 'before']
         new = added[i]
         record = {
             'step': i, 'patch': patch.name, 'title': patch_stats(patch)['title'], 'applied': True,
@@ -125,8 +120,8 @@ def run_steps(src: Path, workdir: Path, log_dir: Path) -> List[dict]:
         fails = ', '.join(f"{t} {n['fail_before']}/{n['cases']}" for t, n in record['new_tests'].items())
         print(f"step {i} {patch.name}: applied; step's tests {record['timm_tests']['passed']} passed, "
               f"{record['timm_tests']['failed']} failed; new tests failing on step {i - 1}: {fails}", flush=True)
-        if logs:
-            raise SystemExit(f"error: step {i}'s tests failed, see {', '.join(map(str, logs))}")
+        if returncode:
+            raise SystemExit(f"error: step {i}'s tests failed, see {junits[i, 'step'].with_suffix('.log')}")
         proved = [t for t, n in record['new_tests'].items() if n['fail_before'] == 0]
         if proved:
             raise SystemExit(f'error: step {i} adds tests that pass on step {i - 1} in every case (they prove nothing '
