@@ -2,6 +2,8 @@
 sdist's files: the series applies in order, ends at the package's model module, and carries none of the package's
 policy. `tox -e upstream` applies it step by step to the whole sdist and runs timm's tests at each step.
 """
+import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -110,3 +112,36 @@ def test_module_needs_every_name_in_timms_imports():
 def test_diff_needs_a_timm_tree(tmp_path):
     with pytest.raises(SystemExit, match=f'is not a timm source tree: no {upstream.MODULE_PATH}'):
         main(['upstream-diff', '--timm-src', str(tmp_path)])
+
+
+def test_series_cache_keys_follow_their_inputs(tmp_path, monkeypatch):
+    """ `tox -e upstream` reuses a step's results while its inputs are those of the passing run that left them: the
+    key of a step changes with its patch, any patch before it, the sdist and the env's settings, and with nothing
+    else (a later patch, a setting the runs do not read)."""
+    spec = importlib.util.spec_from_file_location('upstream_env', ROOT / 'tools' / 'upstream_env.py')
+    env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(env)
+    src = tmp_path / 'timm-src'
+    (src / 'timm').mkdir(parents=True)
+    (src / 'timm' / 'hrnet.py').write_text('release')
+    patches = [tmp_path / f'{i:04d}.patch' for i in range(1, 4)]
+    for i, patch in enumerate(patches):
+        patch.write_text(f'patch {i}')
+    keys = env.step_keys(src, patches)
+    assert len(set(keys)) == 3
+    patches[1].write_text('patch 1, changed')
+    changed = env.step_keys(src, patches)
+    assert changed[0] == keys[0] and changed[1] != keys[1] and changed[2] != keys[2]
+    monkeypatch.setenv('PYTHONHASHSEED', '1234')  # tox's, new each run: not read by the runs
+    assert env.step_keys(src, patches) == changed
+    monkeypatch.setenv('TORCH_HRNET_TEST_SETTING', '1')  # a prefix the runs read (torch's, timm's, pytest's, ...)
+    assert set(env.step_keys(src, patches)).isdisjoint(changed)
+    monkeypatch.delenv('TORCH_HRNET_TEST_SETTING')
+    assert env.step_keys(src, patches) == changed
+    (src / 'timm' / 'hrnet.py').write_text('another release')
+    assert set(env.step_keys(src, patches)).isdisjoint(changed)
+
+    (tmp_path / 'cache').mkdir()
+    (tmp_path / 'cache' / 'step-2.json').write_text(json.dumps({'key': keys[1], 'step': {}, 'before': {}}))
+    assert env._cached(tmp_path / 'cache', 2, keys[1])['key'] == keys[1]
+    assert env._cached(tmp_path / 'cache', 2, changed[1]) is None and env._cached(tmp_path / 'cache', 1, keys[0]) is None

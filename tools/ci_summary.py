@@ -3,7 +3,8 @@ from the junit files that its commands wrote (tox.ini: --junitxml={env_log_dir}/
 
     python tools/ci_summary.py TOX_RESULT_JSON
 
-Prints e.g. `timm1031: 254 passed, 0 failed, 6 skipped (ok, 412 s)`. Exits 1 if an env failed or ran no test.
+Prints e.g. `timm1031: 254 passed, 0 failed, 6 skipped (ok, 412 s)`, and `(200 cached)` after the passed count where
+some are a run before's results (junit-*-cached.xml, tools/upstream_env.py). Exits 1 if an env failed or ran no test.
 """
 import json
 import sys
@@ -34,10 +35,12 @@ def summary(result: dict) -> List[str]:
         if env.startswith('.') or res is None:  # packaging and provisioning envs, envs this run did not select
             continue
         ok = bool(res.get('success')) and res.get('exit_code', 1) == 0
-        counts = junit_counts(sorted((TOX_DIR / env / 'log').glob('junit-*.xml')))
-        status = 'ok' if ok and counts['passed'] else 'FAILED' if not ok else 'FAILED: ran no test'
-        lines.append(f"{env}: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped "
-                     f"({status}, {res.get('duration', 0):.0f} s)")
+        files = sorted((TOX_DIR / env / 'log').glob('junit-*.xml'))
+        counts = junit_counts(files)
+        cached = junit_counts([f for f in files if f.stem.endswith('-cached')])['passed']
+        status = 'ok' if ok and counts['passed'] > cached else 'FAILED' if not ok else 'FAILED: ran no test'
+        lines.append(f"{env}: {counts['passed']} passed{f' ({cached} cached)' if cached else ''}, {counts['failed']} "
+                     f"failed, {counts['skipped']} skipped ({status}, {res.get('duration', 0):.0f} s)")
     return lines
 
 

@@ -1,7 +1,7 @@
 """ Set up `tox -e upstream`: the upstream series applied to the timm sdist step by step, each step tested, then
 the patched timm installed, with synthetic weights to load offline.
 
-    python tools/upstream_env.py WORKDIR LOG_DIR
+    python tools/upstream_env.py WORKDIR LOG_DIR CACHE_DIR
 
 1. Serves a synthetic checkpoint for every pretrained hrnet tag into $HF_HUB_CACHE, made from the installed,
    unpatched timm's own classification models (the released key layout), for timm's pretrained tests.
@@ -17,9 +17,16 @@ the patched timm installed, with synthetic weights to load offline.
      there in at least one of its cases, so that the step's tests prove its change.
    The runs of all steps go to a queue, run two at a time (a core each), longest first; the last step's, the
    longest, then runs on two xdist workers. Then prints a line per step and writes WORKDIR/series-steps.json.
-4. pip installs the fully patched tree (no deps) over the env's timm and checks a new process imports it. tox then
-   runs this project's suite against timm's module.
+   A step whose inputs are those of a passing run before (step_keys: its patch and those before it, the sdist,
+   this harness, the env's packages and settings) takes that run's results (and the last step's junit file) from
+   CACHE_DIR instead of running again, and its line says so (the junit file as LOG_DIR/junit-timm-models-cached.xml,
+   which tools/ci_summary.py counts as cached). With every step cached, nothing is served either.
+4. pip installs the fully patched tree (no deps) into WORKDIR/patched-timm, which tox puts on PYTHONPATH, and
+   checks a new process imports it from there: the env's own timm stays the release's, so the next run serves its
+   checkpoints and keys its cache on the release again. tox then runs this project's suite against timm's module.
 """
+import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -27,12 +34,16 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from importlib.metadata import distributions
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))
 
 STEP_FILTER = 'hrnet_w18_small and not v2'  # timm's own hrnet tests at each step but the last: one variant
+# the settings a step's runs read, beside their files and packages (tox's set_env): part of a step's cache key
+KEYED_ENV = ('HF_', 'HUGGINGFACE', 'HYPOTHESIS', 'MKL_', 'OMP_', 'PYTEST', 'PYTHONPATH', 'TIMM', 'TORCH')
 
 
 def _run(cmd, **kwargs) -> None:
@@ -65,13 +76,56 @@ def _tree(src: Path, dst: Path) -> Path:
     return dst
 
 
-def run_steps(src: Path, workdir: Path, log_dir: Path) -> List[dict]:
-    from timm_hrnet_patch.upstream import added_tests, git_apply, patch_stats, series
+def _files_digest(*paths: Path) -> bytes:
+    """ sha256 of the files' relative names and bytes, and of each folder's files, recursively."""
+    digest = hashlib.sha256()
+    for path in paths:
+        for file in sorted(p for p in ([path] if path.is_file() else path.rglob('*')) if p.is_file()):
+            digest.update(f'{file.relative_to(path.parent)}\0'.encode() + file.read_bytes() + b'\0')
+    return digest.digest()
+
+
+def step_keys(src: Path, patches: List[Path]) -> List[str]:
+    """ The cache key of each step's two runs: what decides their results. The pristine sdist tree and this
+    harness (this file, the series helpers, the synthetic weights), the env's interpreter, packages and settings,
+    and the step's patch with every patch before it (the 'before' run's tree and test file come from them too)."""
+    import synthetic
+    import timm_hrnet_patch.upstream as upstream
+
+    hook = Path(importlib.util.find_spec('_timm_hrnet_patch_hook').origin)  # at every start, off (TIMM_HRNET_PATCH=0)
+    harness = _files_digest(src, Path(__file__), Path(upstream.__file__), Path(synthetic.__file__), hook)
+    env = [sys.version, *sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions()),
+           *sorted(f'{k}={v}' for k, v in os.environ.items() if k.startswith(KEYED_ENV))]
+    digest = hashlib.sha256(harness + '\n'.join(env).encode())
+    keys = []
+    for patch in patches:
+        digest.update(patch.read_bytes())
+        keys.append(digest.copy().hexdigest())
+    return keys
+
+
+def _cached(cache_dir: Path, step: int, key: str) -> Optional[dict]:
+    """ The results a passing run of the step with these inputs left in cache_dir, if any."""
+    try:
+        record = json.loads((cache_dir / f'step-{step}.json').read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get('key') == key else None
+
+
+def run_steps(src: Path, workdir: Path, log_dir: Path, cache_dir: Path, patches: List[Path], keys: List[str],
+              cached: Dict[int, Optional[dict]]) -> List[dict]:
+    from timm_hrnet_patch.upstream import added_tests, git_apply, patch_stats
 
     # runs: (step, 'step' | 'before', tree, -k selection, junit file), queued; last: the last step's 'step' run
-    patches, so_far, runs, last = series(), [], [], None
+    so_far, runs, last = [], [], None
     added = {}  # step: the test functions its patch adds
     for i, patch in enumerate(patches, 1):
+        if cached.get(i):  # its trees are not needed, only the series' tree and test names
+            print(f'+ git apply {patch.name} (in {src})', flush=True)
+            git_apply(patch, src)
+            so_far += added.setdefault(i, added_tests(patch))
+            continue
         prev = _tree(src, workdir / f'step-{i - 1}-with-{i}-tests')
         print(f'+ git apply {patch.name} (in {src})', flush=True)
         git_apply(patch, src)
@@ -100,9 +154,16 @@ def run_steps(src: Path, workdir: Path, log_dir: Path) -> List[dict]:
     (workdir / 'pytest').mkdir(exist_ok=True)  # the runs' temp dirs, removed by tox's commands_post
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = dict(zip([job[:2] for job in queue], pool.map(run, queue)))
-    results[last[:2]] = run(last, workers=2)
-    junits = {job[:2]: job[4] for job in runs + [last]}
-    for job in runs + [last]:
+    if last:
+        results[last[:2]] = run(last, workers=2)
+    for i, record in cached.items():
+        if record:
+            results[i, 'step'], results[i, 'before'] = (record['step'], 0), (record['before'], 0)
+    if cached[len(patches)]:  # the env's counts of timm's tests, as that run left them, named as cached
+        shutil.copy(cache_dir / 'timm-models.xml', log_dir / 'junit-timm-models-cached.xml')
+    last_runs = [last] if last else []
+    junits = {job[:2]: job[4] for job in runs + last_runs}
+    for job in runs + last_runs:
         shutil.rmtree(job[2], ignore_errors=True)
 
     steps = []
@@ -118,47 +179,64 @@ def run_steps(src: Path, workdir: Path, log_dir: Path) -> List[dict]:
         }
         steps.append(record)
         fails = ', '.join(f"{t} {n['fail_before']}/{n['cases']}" for t, n in record['new_tests'].items())
+        reused = f" (cached: a run of {cached[i]['date']} with the same inputs)" if cached.get(i) else ''
         print(f"step {i} {patch.name}: applied; step's tests {record['timm_tests']['passed']} passed, "
-              f"{record['timm_tests']['failed']} failed; new tests failing on step {i - 1}: {fails}", flush=True)
+              f"{record['timm_tests']['failed']} failed; new tests failing on step {i - 1}: {fails}{reused}", flush=True)
         if returncode:
             raise SystemExit(f"error: step {i}'s tests failed, see {junits[i, 'step'].with_suffix('.log')}")
         proved = [t for t, n in record['new_tests'].items() if n['fail_before'] == 0]
         if proved:
             raise SystemExit(f'error: step {i} adds tests that pass on step {i - 1} in every case (they prove nothing '
                              f"of its change): {proved}, see {workdir / f'step-{i}-before.log'}")
+        if not cached[i]:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            if i == len(patches):
+                shutil.copy(log_dir / 'junit-timm-models.xml', cache_dir / 'timm-models.xml')
+            (cache_dir / f'step-{i}.json').write_text(json.dumps({
+                'key': keys[i - 1], 'date': datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+                'step': step, 'before': before}))
     (workdir / 'series-steps.json').write_text(json.dumps(steps, indent=1))
     return steps
 
 
-def main(workdir: Path, log_dir: Path) -> None:
+def main(workdir: Path, log_dir: Path, cache_dir: Path) -> None:
     import timm
     from synthetic import checkpoint, serve_from_hub
-    from timm_hrnet_patch.upstream import MODULE_PATH, SDIST_VERSION, fetch_sdist, upstream_files
+    from timm_hrnet_patch.upstream import MODULE_PATH, SDIST_VERSION, fetch_sdist, series, upstream_files
 
     if timm.__version__ != SDIST_VERSION:
         raise SystemExit(f'error: the env has timm {timm.__version__}, the series is made against {SDIST_VERSION}')
-    tags = timm.list_pretrained('hrnet*')
-    for tag in tags:
-        serve_from_hub(timm.models.get_pretrained_cfg(tag).hf_hub_id, checkpoint(tag.split('.')[0]))
-    print(f'served {len(tags)} synthetic checkpoints in {os.environ["HF_HUB_CACHE"]}: {", ".join(tags)}')
-
+    if Path(timm.models.hrnet.__file__).read_text() != (fetch_sdist(SDIST_VERSION) / MODULE_PATH).read_text():
+        raise SystemExit(f"error: the env's {timm.models.hrnet.__file__} is not the release's (a version of this script "
+                         'before 2026-12-02 installed the patched tree over it): recreate the env, tox -r -e upstream')
     src = workdir / f'timm-{SDIST_VERSION}'
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(fetch_sdist(SDIST_VERSION), src)
     expected = upstream_files(src)  # also fails if the series' end drifted from the package's module
-    run_steps(src, workdir, log_dir)
+    patches = series()
+    keys = step_keys(src, patches)
+    cached = {i: _cached(cache_dir, i, key) for i, key in enumerate(keys, 1)}
+    if not all(cached.values()):  # the steps' runs load them
+        tags = timm.list_pretrained('hrnet*')
+        for tag in tags:
+            serve_from_hub(timm.models.get_pretrained_cfg(tag).hf_hub_id, checkpoint(tag.split('.')[0]))
+        print(f'served {len(tags)} synthetic checkpoints in {os.environ["HF_HUB_CACHE"]}: {", ".join(tags)}')
+    run_steps(src, workdir, log_dir, cache_dir, patches, keys, cached)
     for path, text in expected.items():
         if (src / path).read_text() != text:
             raise SystemExit(f'error: the series left {src / path} unlike the patched file')
-    _run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--force-reinstall', src])
+    target = workdir / 'patched-timm'
+    if str(target) not in os.environ.get('PYTHONPATH', '').split(os.pathsep):
+        raise SystemExit(f'error: {target} is not on PYTHONPATH (tox.ini sets it), the suite would test the release')
+    _run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', target, src])
     installed = subprocess.run([sys.executable, '-c', 'import timm.models.hrnet as m; print(m.__file__)'],
                                cwd=workdir, capture_output=True, text=True, check=True).stdout.strip()
-    if Path(installed).read_text() != (src / MODULE_PATH).read_text():
-        raise SystemExit(f'error: the installed {installed} is not the patched one in {src}')
+    if Path(installed) != target / MODULE_PATH or Path(installed).read_text() != (src / MODULE_PATH).read_text():
+        raise SystemExit(f'error: a new process imports {installed}, not the patched {target / MODULE_PATH}')
     print(f'installed the patched timm: {installed}')
 
 
 if __name__ == '__main__':
-    if len(sys.argv) != 3:
+    if len(sys.argv) != 4:
         raise SystemExit(__doc__)
     main(*(Path(arg).resolve() for arg in sys.argv[1:]))
