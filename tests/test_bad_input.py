@@ -17,7 +17,7 @@ import torch
 import timm
 
 from target import PACKAGE_ONLY
-from conftest import checkpoint, listed, serve_modified
+from common import checkpoint, listed, serve_modified
 
 VARIANT = 'hrnet_w18_small'
 TABLE = Path(__file__).parent.parent / 'docs' / 'bad-input.md'

@@ -17,7 +17,7 @@ import timm_hrnet_patch  # noqa: E402
 from timm_hrnet_patch.cli import main  # noqa: E402
 
 from target import hrnet  # noqa: E402
-from conftest import HEADS, assert_loaded, checkpoint, expected_state, serve_from_hub, served_checkpoint  # noqa: E402
+from common import HEADS, assert_loaded, checkpoint, expected_state, serve_from_hub, served_checkpoint  # noqa: E402
 
 VARIANT = 'hrnet_w18_small'
 KINDS = len(HEADS) + len(hrnet._FEATURE_LOCATIONS)  # every head, and features_only at each location

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from target import hrnet
-from conftest import DEVICES, HEADS, create, listed
+from common import DEVICES, HEADS, create, listed
 
 KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in HEADS] + [
     pytest.param(dict(features_only=True, feature_location=h), id=f'features_only={h!r}')

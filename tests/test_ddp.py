@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import timm
 
-from conftest import HEADS, listed
+from common import HEADS, listed
 
 CASES = {f'head={h!r}': dict(head=h) for h in HEADS}
 CASES.update({

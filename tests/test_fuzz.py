@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 import timm
 
 import strategies
-from conftest import checkpoint
+from common import checkpoint
 
 VARIANT = 'hrnet_w18_small'
 

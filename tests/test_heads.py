@@ -13,7 +13,7 @@ from timm.models import adapt_input_conv
 import strategies
 from synthetic import upstream
 from target import hrnet
-from conftest import (
+from common import (
     CONTRACT, DEVICES, HEADS, INCRE_CHS, PRETRAINED_PARAMS, VARIANT_PARAMS, assert_same, branch_chs,
     create, expected_state, listed, output_shapes)
 

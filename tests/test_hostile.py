@@ -11,7 +11,7 @@ import timm
 from target import skip_unless_package
 skip_unless_package()
 
-from conftest import checkpoint  # noqa: E402
+from common import checkpoint  # noqa: E402
 from synthetic import serve_from_hub  # noqa: E402
 from timm_hrnet_patch.cli import main  # noqa: E402
 

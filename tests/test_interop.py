@@ -18,7 +18,7 @@ if os.environ.get('HRNET_INTEROP') != '1':
 import segmentation_models_pytorch as smp  # noqa: E402
 import transformers  # noqa: E402
 
-from conftest import INCRE_CHS, REDUCTIONS, branch_chs, reduce  # noqa: E402
+from common import INCRE_CHS, REDUCTIONS, branch_chs, reduce  # noqa: E402
 
 ENCODERS = ['hrnet_w18_small', 'hrnet_w18']
 # architecture: (input sizes it allows here; PAN's pyramid attention pools the stride 16 map by 8: 128 and up)

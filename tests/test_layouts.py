@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import timm
 
-from conftest import assert_loaded, expected_state
+from common import assert_loaded, expected_state
 from target import PACKAGE_ONLY, UNDER_TEST, hrnet
 
 if UNDER_TEST == 'package':

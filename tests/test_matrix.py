@@ -15,7 +15,7 @@ import torch
 from hypothesis import example, given
 
 import strategies
-from conftest import (
+from common import (
     CONTRACT, DEVICES, HEAD_MODULES, HEAD_PARAMS, LOCATION_PARAMS, MAX_SIDE, PRETRAINED_PARAMS, REDUCTIONS,
     VARIANT_PARAMS,
     assert_loaded, assert_same, create, expected_state, listed, map_shapes, output_shapes, reductions)

@@ -9,7 +9,7 @@ import timm
 
 import strategies
 from target import PACKAGE_ONLY, hrnet
-from conftest import (
+from common import (
     HEAD_PARAMS, HEADS, assert_loaded, checkpoint, create, expected_state, listed, output_shapes, serve_modified,
     served_checkpoint)
 

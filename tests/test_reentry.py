@@ -15,7 +15,7 @@ import timm
 from target import skip_unless_package
 skip_unless_package()
 
-from conftest import assert_loaded, expected_state, listed, output_shapes, served_checkpoint  # noqa: E402
+from common import assert_loaded, expected_state, listed, output_shapes, served_checkpoint  # noqa: E402
 
 HOOK_DIR = Path(__file__).resolve().parents[1]  # where _timm_hrnet_patch_hook.py lies in the checkout
 VARIANT = 'hrnet_w18_small'

@@ -16,7 +16,7 @@ import torch
 from hypothesis import given
 
 import strategies
-from conftest import HEADS, create, listed
+from common import HEADS, create, listed
 from target import hrnet
 
 pytestmark = pytest.mark.torch

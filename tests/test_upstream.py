@@ -11,7 +11,7 @@ skip_unless_package()  # with timm's own module under test, "upstream" is that s
 
 import timm  # noqa: E402
 import strategies  # noqa: E402
-from conftest import (  # noqa: E402
+from common import (  # noqa: E402
     DEVICES, HEADS, MAX_SIDE, VARIANT_PARAMS, assert_same, checkpoint, listed, upstream_model)
 from ops import dispatched_ops, first_difference  # noqa: E402
 from synthetic import upstream  # noqa: E402  (timm's own module: the registry holds ours)

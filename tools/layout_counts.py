@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))
 
 def main(variant: str) -> None:
     import test_layouts as t
-    from conftest import expected_state
+    from common import expected_state
     from target import hrnet
     t.VARIANT = variant
     print(f'| layout | head | keys in file | renamed | same name | dropped | zero biases added | loaded |')
