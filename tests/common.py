@@ -27,8 +27,8 @@ VARIANTS = timm.list_models(os.environ.get('HRNET_VARIANTS', 'hrnet*').split(','
 assert VARIANTS and set(VARIANTS) <= set(timm.list_models('hrnet*')), f"HRNET_VARIANTS matched {VARIANTS}"
 HEADS = hrnet._HEADS
 HEAD_MODULES = ('incre_modules', 'downsamp_modules', 'final_layer', 'classifier')
-# Matrix axes. The w18 family is the quick loop, the bigger variants are marked slow: -m "not slow".
-_QUICK = {v: v.startswith('hrnet_w18') for v in VARIANTS}
+# Matrix axes. The w18 family is the quick loop, the wide variants are marked slow: -m "not slow".
+_QUICK = {v: not strategies.wide(v) for v in VARIANTS}
 VARIANT_PARAMS = [pytest.param(v, marks=() if _QUICK[v] else pytest.mark.slow) for v in VARIANTS]
 # Largest input side the matrix draws: 256 for the w18 family; 96 for the big variants (the same code, wider), which
 # keeps CI under its time budget: their forward at 256 costs 7x that at 96, for no other code path (16-96 holds
