@@ -145,3 +145,15 @@ def test_series_cache_keys_follow_their_inputs(tmp_path, monkeypatch):
     (tmp_path / 'cache' / 'step-2.json').write_text(json.dumps({'key': keys[1], 'step': {}, 'before': {}}))
     assert env._cached(tmp_path / 'cache', 2, keys[1])['key'] == keys[1]
     assert env._cached(tmp_path / 'cache', 2, changed[1]) is None and env._cached(tmp_path / 'cache', 1, keys[0]) is None
+
+
+def test_finding_pip_leaves_distutils_to_setuptools():
+    """ fetch_sdist's pip lookup leaves `import distutils` resolving as it did: looking the module up through the
+    import system turns setuptools' distutils shim off for the process (Python < 3.12), after which torch 2.2's
+    torch.compile failed on importing setuptools. The oracle is a process that does not look pip up."""
+    code = 'import warnings; warnings.simplefilter("ignore"); {}import distutils.core; print(distutils.core.__file__)'
+    if sys.version_info >= (3, 12):
+        pytest.skip('Python 3.12 has no distutils, and setuptools no shim to turn off')
+    run = [subprocess.run([sys.executable, '-c', code.format(pre)], capture_output=True, text=True, check=True)
+           for pre in ('', 'from timm_hrnet_patch import upstream; upstream._pip(); ')]
+    assert run[1].stdout == run[0].stdout, (run[0].stdout, run[1].stdout)

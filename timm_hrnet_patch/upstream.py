@@ -8,7 +8,7 @@ never touches. `tools/series.py` turns the series into a git repo to edit, and b
 """
 import ast
 import difflib
-import importlib.util
+import importlib.metadata
 import os
 import re
 import shutil
@@ -32,6 +32,18 @@ _HERE = Path(__file__).parent
 SERIES_DIR = _HERE / 'upstream_series'
 
 
+def _pip() -> List[str]:
+    """ This interpreter's pip, else the first on PATH (envs made by uv have none). Asked of pip's installed metadata,
+    not the import system: on Python < 3.12, setuptools' distutils shim turns itself off for the rest of the process
+    when anything looks up the module `pip` (importlib.util.find_spec), and a later setuptools import then fails
+    (torch 2.2's torch.compile imports it through triton)."""
+    try:
+        importlib.metadata.distribution('pip')
+    except importlib.metadata.PackageNotFoundError:
+        return [shutil.which('pip3') or shutil.which('pip') or 'pip']
+    return [sys.executable, '-m', 'pip']
+
+
 def fetch_sdist(version: str = SDIST_VERSION, cache_dir: Optional[str] = None) -> Path:
     """ The unpacked timm sdist (`pip download --no-deps --no-binary :all: timm==VERSION`), downloaded once into
     cache_dir (default: ~/.cache/timm-hrnet-patch). Returns its root, which holds timm/ and tests/."""
@@ -41,10 +53,7 @@ def fetch_sdist(version: str = SDIST_VERSION, cache_dir: Optional[str] = None) -
         return root
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        # this interpreter's pip, else the first on PATH (envs made by uv have none)
-        has_pip = importlib.util.find_spec('pip') is not None
-        pip = [sys.executable, '-m', 'pip'] if has_pip else [shutil.which('pip3') or shutil.which('pip') or 'pip']
-        cmd = [*pip, 'download', '-q', '--no-deps', '--no-binary', ':all:', f'timm=={version}', '-d', tmp]
+        cmd = [*_pip(), 'download', '-q', '--no-deps', '--no-binary', ':all:', f'timm=={version}', '-d', tmp]
         done = subprocess.run(cmd, capture_output=True, text=True)
         archives = list(Path(tmp).glob('timm-*.tar.gz'))
         if done.returncode or not archives:
