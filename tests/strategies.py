@@ -7,6 +7,7 @@ Profiles, selected with the HYPOTHESIS_PROFILE environment variable:
 - 'fuzz': random examples, 500 of them (tests/test_fuzz.py's count; 24 under 'ci').
 A failure prints the falsifying example and a @reproduce_failure blob.
 """
+import itertools
 import os
 import zlib
 from typing import Callable, Dict, NamedTuple, Optional, Tuple, TypeVar
@@ -217,3 +218,12 @@ def trained_models(draw) -> Tuple[Dict, Optional[Tuple[int, ...]]]:
     if kind.get('features_only'):
         return dict(kind, out_indices=draw(out_indices)), None
     return kind, draw(st.none() | st.lists(st.integers(0, 4), min_size=1, max_size=4, unique=True).map(tuple))
+
+# every configuration timm's own HRNet has (the releases' `hrnet_*` kwargs): its heads, num_classes=0, and
+# features_only with each non-empty out_indices subset at each feature_location, every other subset written with
+# negative indices (-5 is the stem, -1 stride 32)
+STOCK_CONFIGS = [dict(head=h) for h in ('classification', 'incre', '')] + [dict(num_classes=0)] + [
+    dict(features_only=True, feature_location=loc, out_indices=tuple(i - 5 if n % 2 else i for i in taps))
+    for loc in ('incre', '')
+    for n, taps in enumerate(t for r in range(1, 6) for t in itertools.combinations(range(5), r))]
+stock_configs = st.sampled_from(STOCK_CONFIGS)

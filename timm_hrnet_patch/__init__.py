@@ -8,6 +8,7 @@ import timm.models
 
 from . import hrnet
 from .hrnet import HighResolutionNet, HighResolutionNetFeatures, UnknownLayoutError, checkpoint_filter_fn
+from .state_dict import full_state_dict
 
 # the package's public names for the model module's private tables (timm keeps them private)
 CHECKPOINT_LAYOUTS = hrnet._CHECKPOINT_LAYOUTS  # checkpoint layout name: CheckpointLayout (docs/checkpoints.md)
@@ -19,7 +20,7 @@ map_checkpoint = hrnet._map_checkpoint  # a checkpoint of any layout in timm's k
 __version__ = '0.1.0'
 __all__ = [
     'CHECKPOINT_LAYOUTS', 'FEATURE_LOCATIONS', 'HEAD_SPECS', 'HEADS', 'HighResolutionNet', 'HighResolutionNetFeatures',
-    'UnknownLayoutError', 'checkpoint_filter_fn', 'is_active', 'map_checkpoint', '__version__']
+    'UnknownLayoutError', 'checkpoint_filter_fn', 'full_state_dict', 'is_active', 'map_checkpoint', '__version__']
 
 
 def is_active() -> bool:

@@ -587,8 +587,9 @@ class HighResolutionModule(nn.Module):
             x[i] = branch(x[i])
 
         x_fuse = []
-        for i in self.outputs:
-            fuse_outer = self.fuse_layers[i]
+        for i, fuse_outer in enumerate(self.fuse_layers):
+            if isinstance(fuse_outer, nn.Identity):
+                continue  # an output not taken, its fuse layers are not built
             y = None
             for j, f in enumerate(fuse_outer):
                 z = f(x[j])
@@ -757,6 +758,8 @@ class HighResolutionNet(nn.Module):
         self.feature_info = [dict(num_chs=stem_width, reduction=2, module='stem')] + [
             dict(num_chs=map_chs[b], reduction=4 * 2 ** b // self.dilations[b], module=f'stage{b + 1}')
             for b in spec.branches]
+        self.num_branches = len(self.feature_info) - 1  # final stage branches, feature taps are the stem + branches
+        self.head_channels = [c // Bottleneck.expansion for c in _INCRE_CHS] if spec.incre else None
         self.num_features = self.head_hidden_size = (
             spec.num_features([map_chs[b] for b in branch_outputs]) if branch_outputs else stem_width)
         self.incre_modules = self.downsamp_modules = self.final_layer = None  # built only for the heads using them
@@ -968,6 +971,25 @@ class HighResolutionNet(nn.Module):
         modules it does not use and, for outputs it does not compute, their fuse layers and incre modules (or the
         whole trunk when only the stem is taken). checkpoint_filter_fn drops exactly these keys."""
         return _unbuilt_prefixes(self.head_spec, self.branch_outputs, self.stage4_cfg['num_modules'] - 1)
+
+    def _load_from_state_dict(
+            self,
+            state_dict: dict,
+            prefix: str,
+            local_metadata: dict,
+            strict: bool,
+            missing_keys: List[str],
+            unexpected_keys: List[str],
+            error_msgs: List[str],
+    ):
+        # a state dict of the model with all of its head's outputs loads strictly: the keys of the modules that only
+        # the outputs not taken use (out_indices, prune_intermediate_layers) are dropped
+        spec, last = self.head_spec, self.stage4_cfg['num_modules'] - 1
+        pruned = set(self.unbuilt_prefixes()) - set(_unbuilt_prefixes(spec, spec.branches, last))
+        for k in [k for k in state_dict if k.startswith(tuple(prefix + p for p in pruned))]:
+            del state_dict[k]
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def _run_stage(self, stage: nn.Sequential, x):
         if self.grad_checkpointing and not torch.jit.is_scripting():

@@ -59,6 +59,18 @@ MUTANTS: List[Mutant] = [
     Mutant('any input size: fuse layers interpolate to the size of the map they add to', _M,
            'z = F.interpolate(z, size=x[i].shape[-2:], **self.upsample)',
            'z = F.interpolate(z, scale_factor=2 ** (j - i), **self.upsample)', 'tests/test_bad_input.py'),
+    # drop-in for timm's own HRNet (docs/dropin.md)
+    Mutant("drop-in: stock's state dicts load strictly, the unbuilt modules' keys dropped", _M,
+           '            del state_dict[k]\n', '            pass\n', 'tests/test_dropin.py'),
+    Mutant('drop-in: full_state_dict adds the unbuilt modules', 'timm_hrnet_patch/state_dict.py',
+           '            if k not in ours:\n', '            if False:\n', 'tests/test_dropin.py'),
+    Mutant('drop-in: the fuse layers a module has give its outputs (last-module surgery)', _M,
+           '        for i, fuse_outer in enumerate(self.fuse_layers):\n'
+           '            if isinstance(fuse_outer, nn.Identity):\n'
+           '                continue  # an output not taken, its fuse layers are not built\n',
+           '        for i in self.outputs:\n            fuse_outer = self.fuse_layers[i]\n', 'tests/test_dropin.py'),
+    Mutant("drop-in: stock's attributes (num_branches, head_channels)", _M,
+           '        self.num_branches = len(self.feature_info) - 1', '        pass', 'tests/test_dropin.py'),
     Mutant('every parameter used: only the taken outputs get fuse layers', _M,
            '            if i not in self.outputs:\n', '            if False:\n', 'tests/test_heads.py'),
     Mutant('negative out_indices select from the end', _M,
