@@ -40,6 +40,10 @@ PRETRAINED_PARAMS = [pytest.param(False, id='scratch'), pytest.param(True, id='p
 _NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA: torch.cuda.is_available() is False')
 DEVICES = ['cpu', pytest.param('cuda', marks=[pytest.mark.cuda, _NO_CUDA])]
 
+# CUDA's float32 convolutions and matmuls in float32, not TF32: the suite compares them with float32 on the CPU
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+
 INCRE_CHS = [128, 256, 512, 1024]
 REDUCTIONS = [2, 4, 8, 16, 32]
 

@@ -20,9 +20,10 @@ from common import (
     VARIANT_PARAMS,
     assert_loaded, assert_same, create, expected_state, listed, map_shapes, output_shapes, reductions)
 
-# CPU-vs-CUDA tolerance on the relative error norm |cuda - cpu| / |cpu|, per compute dtype: float32 allows for TF32
-# convolutions. Measured on CPU autocast with the synthetic checkpoints: bfloat16 <= 0.11, float16 <= 0.023.
-RTOL = {torch.float32: 0.03, torch.bfloat16: 0.25, torch.float16: 0.06}
+# CPU-vs-CUDA tolerance on the relative error norm |cuda - cpu| / |cpu|, per compute dtype (TF32 off, common.py).
+# Measured on CPU autocast with the synthetic checkpoints: bfloat16 <= 0.11, float16 <= 0.023; on an H200 (torch
+# 2.11): bfloat16 up to 0.252 (hrnet_w48_ssld, 'incre', pretrained).
+RTOL = {torch.float32: 0.03, torch.bfloat16: 0.3, torch.float16: 0.06}
 
 
 def _run(fn, x, dtype: torch.dtype, device: str = 'cpu'):
@@ -32,8 +33,9 @@ def _run(fn, x, dtype: torch.dtype, device: str = 'cpu'):
 
 def _assert_matches_cpu(out: List[torch.Tensor], reference: List[torch.Tensor], dtype, pretrained: bool) -> None:
     """ CUDA outputs against the float32 CPU ones. Randomly initialised nets (eval mode, untrained BN statistics)
-    overflow float16, so for them float16 is checked for shape and dtype only."""
-    assert [o.dtype for o in out] == [dtype] * len(out)
+    overflow float16, so for them float16 is checked for shape and dtype only. CUDA's autocast upsamples in float32
+    (its float32 op list), so a map that sums an upsampled one comes out in float32."""
+    assert all(o.dtype in (dtype, torch.float32) for o in out), [o.dtype for o in out]
     if dtype == torch.float16 and not pretrained:
         return
     for o, r in zip(out, reference):
