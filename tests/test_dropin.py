@@ -168,8 +168,9 @@ def summary(value):
 
 
 def signature(method) -> list:
-    """ The parameters' names, kinds and defaults (not their annotations)."""
-    return [(p.name, p.kind, p.default) for p in inspect.signature(method).parameters.values()]
+    """ How a call binds: the parameters' names and kinds (a default is a result, compared as one: timm 1.0 keeps the
+    pooling on reset_classifier where 0.9 defaulted to 'avg')."""
+    return [(p.name, p.kind) for p in inspect.signature(method).parameters.values()]
 
 
 def outcome(fn):
@@ -229,15 +230,18 @@ def test_parity_table_lists_every_public_name():
 def test_parity(name):
     """ A 'same' row: the package's name has stock's signature and result in every configuration. A 'differs' row:
     the same signature, and a result that differs in one configuration at least (or the row is stale)."""
-    differs = []
+    differs, seen = [], False
     for what, theirs, ours in parity_pairs():
         if not hasattr(theirs, name) and not hasattr(type(theirs), name):
             continue  # not on this release, or not on this object
+        seen = True
         assert hasattr(ours, name), what
         if callable(getattr(theirs, name)) and not isinstance(getattr(theirs, name), torch.nn.Module):
             assert signature(getattr(theirs, name)) == signature(getattr(ours, name)), what
         if result(theirs, name) != result(ours, name):
             differs.append(what)
+    if not seen:
+        pytest.skip(f"timm {timm.__version__}'s HRNet has no {name}")
     assert bool(differs) == (PARITY[name] == 'differs'), differs
 
 
