@@ -28,7 +28,10 @@ def stock_run(tmp_path: Path, state_dicts: dict = None) -> dict:
     if state_dicts is not None:
         torch.save(state_dicts, tmp_path / 'ours.pt')
         args.append(str(tmp_path / 'ours.pt'))
-    subprocess.run(args, check=True, env=dict(os.environ, TIMM_HRNET_PATCH='0'))
+    # as many threads as this process (an xdist worker has fewer): CPU kernels split their sums by thread, and the
+    # outputs are compared bit for bit
+    env = dict(os.environ, TIMM_HRNET_PATCH='0', OMP_NUM_THREADS=str(torch.get_num_threads()))
+    subprocess.run(args, check=True, env=env)
     return torch.load(tmp_path / 'stock.pt', weights_only=False)
 
 
