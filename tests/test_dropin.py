@@ -6,6 +6,7 @@ back into timm's own model, non-strict with no unexpected key and the same outpu
 full_state_dict. The API parity table is docs/dropin.md's, read here.
 """
 import copy
+import functools
 import inspect
 import re
 from pathlib import Path
@@ -204,15 +205,18 @@ def result(model: torch.nn.Module, name: str):
         return outcome(calls.get(name, lambda: getattr(m, name)))
 
 
-def parity_pairs():
+@functools.lru_cache(maxsize=None)
+def parity_pairs() -> list:
     """ (what, timm's object, the package's) with the same weights: the model of each configuration, its last
-    stage 4 module."""
+    stage 4 module. Built once per process; result() works on copies."""
+    pairs = []
     for config in PARITY_CONFIGS:
         theirs = stock('hrnet_w18_small', config)
         ours = timm.create_model('hrnet_w18_small', **config).eval()
         ours.load_state_dict(theirs.state_dict())
-        yield config_id(config), theirs, ours
-        yield config_id(config) + ' stage4[-1]', theirs.stage4[-1], ours.stage4[-1]
+        what = config_id(config)
+        pairs += [(what, theirs, ours), (f'{what} stage4[-1]', theirs.stage4[-1], ours.stage4[-1])]
+    return pairs
 
 
 def test_parity_table_lists_every_public_name():

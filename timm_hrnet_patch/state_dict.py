@@ -42,9 +42,7 @@ def full_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
             output_stride=net.output_stride,
             upsample_mode=net.upsample_mode,
         ).to(param.device)
-        ours = net.state_dict()
         prefix = f'{name}.' if name else ''
         for k, v in full.state_dict().items():
-            if k not in ours:
-                state_dict[prefix + k] = v.to(param.dtype) if v.is_floating_point() else v
+            state_dict.setdefault(prefix + k, v.to(param.dtype) if v.is_floating_point() else v)
     return state_dict

@@ -63,7 +63,7 @@ MUTANTS: List[Mutant] = [
     Mutant("drop-in: stock's state dicts load strictly, the unbuilt modules' keys dropped", _M,
            '            del state_dict[k]\n', '            pass\n', 'tests/test_dropin.py'),
     Mutant('drop-in: full_state_dict adds the unbuilt modules', 'timm_hrnet_patch/state_dict.py',
-           '            if k not in ours:\n', '            if False:\n', 'tests/test_dropin.py'),
+           '            state_dict.setdefault(', '            dict(', 'tests/test_dropin.py'),
     Mutant('drop-in: the fuse layers a module has give its outputs (last-module surgery)', _M,
            '        for i, fuse_outer in enumerate(self.fuse_layers):\n'
            '            if isinstance(fuse_outer, nn.Identity):\n'
