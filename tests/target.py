@@ -17,7 +17,9 @@ elif UNDER_TEST == 'package':
 else:
     raise ValueError(f"HRNET_UNDER_TEST={UNDER_TEST!r}, valid values are 'package' (default) and 'timm'")
 
-if timm.models.model_entrypoint('hrnet_w18') is not hrnet.hrnet_w18:
+# the registered entrypoint is the module's, or the package's policy around it (functools.wraps' __wrapped__)
+_registered = timm.models.model_entrypoint('hrnet_w18')
+if hrnet.hrnet_w18 not in (_registered, getattr(_registered, '__wrapped__', None)):
     raise RuntimeError(
         f'timm.create_model does not give the models of {hrnet.__name__}, the module under test '
         f'(HRNET_UNDER_TEST={UNDER_TEST}); with HRNET_UNDER_TEST=timm, set TIMM_HRNET_PATCH=0 as well')

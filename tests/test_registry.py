@@ -11,6 +11,7 @@ skip_unless_package()
 import timm  # noqa: E402
 import timm.models.hrnet as upstream  # noqa: E402
 from timm_hrnet_patch import hrnet  # noqa: E402
+from timm_hrnet_patch._policy import ENTRYPOINTS  # noqa: E402
 
 UPSTREAM_VARIANTS = sorted(n for n in dir(upstream) if n.startswith('hrnet_') and callable(getattr(upstream, n)))
 
@@ -19,8 +20,9 @@ def test_all_upstream_variants_registered():
     assert len(UPSTREAM_VARIANTS) == 11
     assert timm.list_models('hrnet*') == UPSTREAM_VARIANTS
     for name in UPSTREAM_VARIANTS:
-        assert timm.models.model_entrypoint(name) is getattr(hrnet, name)
-        assert getattr(timm.models, name) is getattr(hrnet, name)
+        assert timm.models.model_entrypoint(name) is ENTRYPOINTS[name]
+        assert getattr(timm.models, name) is ENTRYPOINTS[name]
+        assert ENTRYPOINTS[name].__wrapped__ is getattr(hrnet, name)  # the model module's, the policy around it
 
 
 def test_pretrained_tags_and_cfgs_match_upstream():
@@ -49,7 +51,7 @@ def test_import_order_and_no_overwrite_warning(first):
         import timm, timm_hrnet_patch.hrnet as patched
         m = timm.create_model('hrnet_w18_small', head='incre')
         assert type(m) is patched.HighResolutionNet, type(m)
-        assert timm.models.hrnet_w18 is patched.hrnet_w18
+        assert timm.models.hrnet_w18.__wrapped__ is patched.hrnet_w18
         assert timm.list_models('hrnet*') == sorted(set(timm.list_models('hrnet*')))
         print('ok', len(timm.list_models('hrnet*')), len(timm.list_pretrained('hrnet*')))
     ''')

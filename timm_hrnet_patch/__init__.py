@@ -7,6 +7,7 @@ hook (`_timm_hrnet_patch_hook`) imports it with timm, so scripts need no change;
 import timm.models
 
 from . import hrnet
+from ._policy import ENTRYPOINTS, register
 from .hrnet import HighResolutionNet, HighResolutionNetFeatures, UnknownLayoutError, checkpoint_filter_fn
 from .state_dict import full_state_dict
 
@@ -17,6 +18,8 @@ HEAD_SPECS = hrnet._HEAD_SPECS  # head: what it builds and returns (docs/heads.m
 HEADS = hrnet._HEADS  # valid head values
 map_checkpoint = hrnet._map_checkpoint  # a checkpoint of any layout in timm's keys
 
+register()  # the model module's entrypoints again, with the package's policy around them
+
 __version__ = '0.1.0'
 __all__ = [
     'CHECKPOINT_LAYOUTS', 'FEATURE_LOCATIONS', 'HEAD_SPECS', 'HEADS', 'HighResolutionNet', 'HighResolutionNetFeatures',
@@ -26,4 +29,4 @@ __all__ = [
 def is_active() -> bool:
     """ True when timm's registry gives this package's entrypoint for every hrnet_* model name."""
     names = timm.models.list_models('hrnet*')
-    return bool(names) and all(timm.models.model_entrypoint(n) is getattr(hrnet, n, None) for n in names)
+    return bool(names) and all(timm.models.model_entrypoint(n) is ENTRYPOINTS.get(n) for n in names)

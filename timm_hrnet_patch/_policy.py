@@ -1,22 +1,22 @@
 """ The package's own policy, which timm would not take: everything here is this package's, not the fix proposed
-upstream. The model module imports `build_model_with_cfg` and `register_model` from here in place of timm's, and
-`timm-hrnet-patch upstream-diff` swaps that import block back, so none of this reaches the series.
+upstream. It imports the model module (the series' end, which imports nothing of it) and registers each of its
+entrypoints again, under the same name, with this policy around it:
 
-- `register_model`: each entrypoint takes `strict=` as an alias of timm's `pretrained_strict=`, refuses in_chans and
-  num_classes values that are not counts with a ValueError, and checks each input tensor (`check_input`) before the
-  model's forward.
-- `build_model_with_cfg`: timm's, with pretrained models built on the meta device (no random init for the checkpoint
-  to overwrite), weights files checked before timm reads them, pickles unpickled with weights_only=True on every torch
-  and timm, and the checkpoint filter's result checked value by value (`check_values`: wrong kinds, NaN / Inf, lost
-  precision); its errors get a hint naming the head a checkpoint fits (`head_hint`).
+- each entrypoint takes `strict=` as an alias of timm's `pretrained_strict=`, refuses in_chans and num_classes values
+  that are not counts with a ValueError, and checks each input tensor (`check_input`) before the model's forward;
+- a pretrained model is built without weights, on the meta device (no random init for the checkpoint to overwrite;
+  unless a device is given), then loaded through timm's load_pretrained with weights files checked before timm reads
+  them, pickles unpickled with weights_only=True on every torch and timm, and the checkpoint filter's result checked
+  value by value (`check_values`: wrong kinds, NaN / Inf, lost precision); a mismatch error names the head that the
+  checkpoint fits (`head_hint`).
 """
 import functools
 import logging
 import os
 import pickle
 import zipfile
-from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import safetensors
 
@@ -24,16 +24,19 @@ import torch
 import torch.nn as nn
 
 from timm.models import _builder
-from ._compat import load_pretrained, outside_dynamo, register_model as _register_model, weights_only_unpickling
+from . import hrnet
+from ._compat import load_pretrained, outside_dynamo, register_model, weights_only_unpickling
+from .hrnet import _CLASSIFIER_MODULES, _HEAD_SPECS, UnknownLayoutError, _format_keys, _map_checkpoint, _unbuilt_prefixes
 
-__all__ = ['build_model_with_cfg', 'register_model', 'check_input', 'check_values', 'head_hint']
+__all__ = ['ENTRYPOINTS', 'register', 'with_policy', 'check_input', 'check_values', 'head_hint']
 
 _logger = logging.getLogger('timm_hrnet_patch.hrnet')
 _STRICT_HINT = ' Pass pretrained_strict=False (alias strict=False) to load it anyway.'
+_ALIAS_HINT = ' Its alias is strict=False.'
 
 
-def register_model(fn: Callable) -> Callable:
-    """ timm's register_model (through _compat) of `fn` with the package's argument and input checks around it. """
+def with_policy(fn: Callable) -> Callable:
+    """ The model module's entrypoint `fn` with the package's argument and input checks and pretrained loading."""
 
     @functools.wraps(fn)
     def entrypoint(pretrained: bool = False, **kwargs) -> nn.Module:
@@ -47,11 +50,11 @@ def register_model(fn: Callable) -> Callable:
             raise ValueError(f'HRNet in_chans must be a positive int, got {in_chans!r}.')
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f'HRNet num_classes must be an int >= 0 (0: no classifier), got {num_classes!r}.')
-        model = fn(pretrained, **kwargs)
+        model = _build_pretrained(fn, **kwargs) if pretrained else fn(False, **kwargs)
         model.register_forward_pre_hook(check_input)
         return model
 
-    return _register_model(entrypoint)
+    return entrypoint
 
 
 @outside_dynamo
@@ -71,36 +74,40 @@ def check_input(model: nn.Module, args: tuple) -> None:
             f'{tuple(x.shape)}: use a batch > 1 or an input larger than {s} x {s}.')
 
 
-def _checked_filter(filter_fn: Callable, strict: bool) -> Callable:
-    """ The model's checkpoint filter, its errors with a head hint and the strict alias, its result value-checked."""
+def _checked_filter(strict: bool) -> Callable:
+    """ The model's checkpoint filter, its mismatch errors with a head hint, its result value-checked."""
 
     def checked(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
         try:
-            filtered = filter_fn(state_dict, model)
-        except RuntimeError as e:
-            if 'does not match' not in str(e):
-                raise
-            raise RuntimeError(head_hint(str(e), state_dict, model)) from None
+            filtered = hrnet.checkpoint_filter_fn(state_dict, model, strict=strict)
+        except UnknownLayoutError:
+            raise
+        except RuntimeError as e:  # the filter's only other error: keys that do not match the model
+            raise RuntimeError(f'{e}{head_hint(state_dict, model)}{_ALIAS_HINT}') from None
         check_values(filtered, model.state_dict(), strict)
         return filtered
 
     return checked
 
 
-def build_model_with_cfg(model_cls: type, variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """ timm's build_model_with_cfg, same arguments and result.
+def _hrnet_of(model: nn.Module) -> Optional[nn.Module]:
+    """ The HRNet whose state dict is the checkpoint's: the model, or the one a timm feature wrapper holds as `model`
+    (feature_cls='getter'); None for wrappers that rename its modules (FeatureDictNet, FeatureHookNet)."""
+    for m in (model, getattr(model, 'model', None)):
+        if isinstance(m, hrnet.HighResolutionNet):
+            return m
+    return None
 
-    Pickled weights are unpickled with weights_only=True on every torch and timm: a pickle that would run code is
-    refused with a RuntimeError. A pretrained model (not features_only, no device given) is built on the meta device,
-    then loaded through timm's load_pretrained, taking the checkpoint's tensors (cast to the model's dtypes).
-    Whatever the load leaves on meta (a resized classifier, keys a loose load lacked) is materialised on the CPU and
-    initialised as a fresh build does: reset_parameters(), and convolutions as HighResolutionNet.init_weights does.
+
+def _build_pretrained(fn: Callable, **kwargs) -> nn.Module:
+    """ fn's model with pretrained weights, as timm's build_model_with_cfg loads them, with the package's checks.
+
+    The model is built without weights (on the meta device unless a device is given), then loaded through timm's
+    load_pretrained, taking the checkpoint's tensors (cast to the model's dtypes). Whatever the load leaves on meta (a
+    resized classifier, keys a loose load lacked) is materialised on the CPU and initialised as a fresh build does:
+    reset_parameters(), and convolutions as HighResolutionNet.init_weights does.
     """
-    filter_fn = kwargs.get('pretrained_filter_fn')
-    if filter_fn is not None:
-        kwargs['pretrained_filter_fn'] = _checked_filter(filter_fn, kwargs.get('pretrained_strict', True))
-    if not pretrained:
-        return _builder.build_model_with_cfg(model_cls, variant, False, **kwargs)
+    variant = fn.__name__
     pretrained_cfg = _builder.resolve_pretrained_cfg(
         variant,
         pretrained_cfg=kwargs.get('pretrained_cfg'),
@@ -108,19 +115,22 @@ def build_model_with_cfg(model_cls: type, variant: str, pretrained: bool = False
     )
     if pretrained_cfg.file:
         check_weights_file(str(pretrained_cfg.file), variant)
-    if kwargs.get('features_only') or kwargs.get('device') is not None:
+    on_meta = kwargs.get('device') is None
+    with torch.device('meta') if on_meta else nullcontext():
+        model = fn(False, **kwargs)
+    base = _hrnet_of(model)
+    if base is None:  # timm's own path: its wrapper takes the modules of an HRNet loaded first
         with weights_only_unpickling(variant):
-            return _builder.build_model_with_cfg(model_cls, variant, True, **kwargs)
-    with torch.device('meta'):
-        model = _builder.build_model_with_cfg(model_cls, variant, False, **kwargs)
-    with _assigning_load(model), weights_only_unpickling(variant):
+            return fn(True, **kwargs)
+    strict = kwargs.get('pretrained_strict', True)
+    with _assigning_load(base) if on_meta else nullcontext(), weights_only_unpickling(variant):
         load_pretrained(
-            model,
-            pretrained_cfg=model.pretrained_cfg,
-            num_classes=model.num_classes,
+            base,
+            pretrained_cfg=pretrained_cfg.to_dict(),
+            num_classes=0 if kwargs.get('features_only') else base.num_classes,
             in_chans=kwargs.get('in_chans', 3),
-            filter_fn=kwargs.get('pretrained_filter_fn'),
-            strict=kwargs.get('pretrained_strict', True),
+            filter_fn=_checked_filter(strict),
+            strict=strict,
             cache_dir=kwargs.get('cache_dir'),
         )
     for m in model.modules():
@@ -188,7 +198,6 @@ def check_values(state_dict: Dict[str, Any], model_sd: Dict[str, torch.Tensor], 
             f'Checkpoint values of the wrong type ({len(wrong)}), need a tensor of the model\'s kind (float or '
             f'integer): ' + ', '.join(f'{k} ({getattr(state_dict[k], "dtype", type(state_dict[k]).__name__)})'
                                       for k in sorted(wrong)[:10]) + '.')
-    from .hrnet import _format_keys
     floats = {k: v for k, v in state_dict.items() if k in model_sd and v.is_floating_point()}
     non_finite = [k for k, v in floats.items() if not torch.isfinite(v).all()]
     if non_finite:
@@ -204,16 +213,14 @@ def check_values(state_dict: Dict[str, Any], model_sd: Dict[str, torch.Tensor], 
                         + ', '.join(f'{a} to {b}' for a, b in lossy) + '.')
 
 
-def head_hint(message: str, checkpoint: Dict[str, Any], model: nn.Module) -> str:
-    """ The filter's mismatch error `message`, with the strict alias and, when the missing and unexpected keys are
-    all of head modules (and the last stage 4 module's fuse layers), the head whose modules the checkpoint has, its
-    layout's own head first, as advice (none for another variant's checkpoint, say)."""
-    from .hrnet import _CLASSIFIER_MODULES, _HEAD_SPECS, HighResolutionNetFeatures, _map_checkpoint, _unbuilt_prefixes
-    message = message.replace(' Pass pretrained_strict=False to load it anyway.', '')
+def head_hint(checkpoint: Dict[str, Any], model: nn.Module) -> str:
+    """ Advice for a checkpoint that does not match the model: when the missing and unexpected keys are all of head
+    modules (and the last stage 4 module's fuse layers), the head whose modules the checkpoint has, its layout's own
+    head first; '' when no head fits better (another variant's checkpoint, say)."""
     try:
         layout, mapped, _ = _map_checkpoint(checkpoint)
-    except RuntimeError:
-        return message + _STRICT_HINT
+    except UnknownLayoutError:
+        return ''
     keys = list(mapped)
     model_keys = set(model.state_dict())
     mismatched = [k for k in set(keys) ^ model_keys
@@ -229,13 +236,23 @@ def head_hint(message: str, checkpoint: Dict[str, Any], model: nn.Module) -> str
             u in present for u in units if not u.startswith(_unbuilt_prefixes(spec, spec.branches, last)))),
             key=lambda h: h != layout.head)
     if not fits or model.head in fits:  # a checkpoint missing keys of modules it has: no head to advise
-        return message + _STRICT_HINT
+        return ''
     hint = f' It has the modules of head={fits[0]!r}' + (
         f' (also fits {", ".join(repr(h) for h in fits[1:])})' if fits[1:] else '')
-    if isinstance(model, HighResolutionNetFeatures):
+    if isinstance(model, hrnet.HighResolutionNetFeatures):
         spec = _HEAD_SPECS[fits[0]]
         hint += (f": with features_only, use feature_location={'incre' if spec.incre else ''!r}, "
                  f"out_indices={(0, *(b + 1 for b in spec.branches))}.")
     else:
         hint += ': use that head.'
-    return message + hint + _STRICT_HINT
+    return hint
+
+
+ENTRYPOINTS: Dict[str, Callable] = {}  # the registered entrypoints by model name: the model module's, with the policy
+
+
+def register() -> Dict[str, Callable]:
+    """ Register each entrypoint of the model module (as it is now: also after a reload) with this policy around it,
+    in place of any registration of its name."""
+    ENTRYPOINTS.update({name: register_model(with_policy(getattr(hrnet, name))) for name in hrnet.default_cfgs})
+    return ENTRYPOINTS

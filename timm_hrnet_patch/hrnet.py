@@ -25,12 +25,11 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models._builder import pretrained_cfg_for_features
+from timm.models._builder import build_model_with_cfg, pretrained_cfg_for_features
 from timm.models._features import FeatureInfo
 from timm.models._registry import generate_default_cfgs
 from ._compat import (  # older timm lacks some of these, timm >= 1.0.31 provides them all
-    BasicBlock, Bottleneck, create_classifier, feature_take_indices, get_device_dtype)
-from ._policy import build_model_with_cfg, register_model  # timm's, with this package's policy around them
+    BasicBlock, Bottleneck, create_classifier, feature_take_indices, get_device_dtype, register_model)
 
 __all__ = ['HighResolutionNet', 'HighResolutionNetFeatures']  # model_registry will add each entrypoint fn to this
 

@@ -6,7 +6,7 @@
     python tools/series.py stat           # a table of the series: title, files, lines (docs/UPSTREAM_PR.md)
 
 In DIR, work as on any branch: commit, `git rebase -i` to fix an earlier PR, `git commit --fixup`. The package's
-hrnet.py is the series' last hrnet.py with the package's import block (`_compat`, `_policy`), so export keeps the
+hrnet.py is the series' last hrnet.py with the package's import block (timm and `_compat`), so export keeps the
 two one source; change the package module through the series, or change it and then the last patch that touches it.
 """
 import shutil
