@@ -38,6 +38,11 @@ def test_workflow_runs_the_tox_envlist():
     assert not [env for env in envlist.replace(',', ' ').split() if env in text]
 
 
+def test_readme_is_short():
+    """ README is what a newcomer reads first: at most 120 lines, the rest in docs/."""
+    assert len((Path(__file__).parents[1] / 'README.md').read_text().splitlines()) <= 120
+
+
 def test_ci_runs_readme_commands():
     """ .ci/run runs, verbatim, the two commands that README gives a newcomer."""
     repo = WORKFLOW.parents[2]
