@@ -2,6 +2,7 @@
 sdist's files: the series applies in order, ends at the package's model module, and carries none of the package's
 policy. `tox -e upstream` applies it step by step to the whole sdist and runs timm's tests at each step.
 """
+import ast
 import importlib.util
 import json
 import re
@@ -43,6 +44,46 @@ def test_series_applies_in_order_and_ends_at_the_package_module(sdist, tmp_path)
     assert (tree / upstream.MODULE_PATH).read_text().splitlines() == expected
 
 
+def test_lint_judges_the_lines_a_patch_adds(sdist, tmp_path):
+    """ added_lines counts what patch_stats counts, and flake8 flags a long line the patch adds, not timm's own."""
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import upstream_env
+    for patch in upstream.series():
+        files = upstream.patch_stats(patch)['files']
+        assert {p: len(n) for p, n in upstream.added_lines(patch).items()} == {p: n[0] for p, n in files.items()}
+    tree = upstream.series_tree(sdist, tmp_path / 'tree', upto=0)
+    module = tree / upstream.MODULE_PATH
+    module.write_text(module.read_text() + 'X = ' + '1 + ' * 40 + '1\n')
+    diff = subprocess.run(['git', 'diff', '--no-index', str(sdist / upstream.MODULE_PATH), str(module)],
+                          capture_output=True, text=True).stdout
+    patch = tmp_path / 'long.patch'
+    patch.write_text('Subject: [PATCH] Add a long line\n\n' + re.sub(r'(?m)^(diff --git|---|\+\+\+) .*$', lambda m: {
+        'diff --git': f'diff --git a/{upstream.MODULE_PATH} b/{upstream.MODULE_PATH}',
+        '---': f'--- a/{upstream.MODULE_PATH}', '+++': f'+++ b/{upstream.MODULE_PATH}'}[m[1]], diff))
+    findings = upstream_env.lint_step(tree, patch)  # timm's own line 5 is too long as well, but not the patch's
+    assert {f.split(': ', 1)[1].rsplit(':', 2)[0] for f in findings} == {
+        f'{upstream.MODULE_PATH}:{len(module.read_text().splitlines())}'}, findings
+    assert any(' E501 ' in f for f in findings), findings
+
+
+def _package_imports(module: Path) -> set:
+    """ The modules of this package that `module` imports, anywhere in it (relative imports or by name)."""
+    found = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or '').startswith('timm_hrnet_patch')):
+            found |= {node.module or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith('timm_hrnet_patch')}
+    return found
+
+
+def test_model_module_imports_nothing_of_the_package_but_compat():
+    """ The model module is timm's code, the package builds on it: of the package it imports `_compat` alone, and
+    `_compat` imports nothing of the package, so no package module sits inside the model and there is no circle."""
+    assert _package_imports(PACKAGE / 'hrnet.py') == {'_compat'}
+    assert _package_imports(PACKAGE / '_compat.py') == set()
+
+
 def test_drift_is_an_error(sdist, tmp_path, monkeypatch):
     """ A package module the series does not end at: upstream-diff refuses, naming the difference."""
     module = (PACKAGE / 'hrnet.py').read_text()
@@ -81,14 +122,17 @@ def test_one_diff_is_the_whole_series(sdist, tmp_path):
 
 
 def test_series_carries_no_package_policy():
-    """ No line a patch adds names the package, its policy or its docs; PR 1 stays small (the #2139 fix alone)."""
+    """ No line a patch adds names the package, its policy or its docs; PR 1 is the follow-up to #2139 alone, in at
+    most 30 changed lines of hrnet.py; every title is a plain sentence, as timm's commits are ("Fix ...", "Add ...")."""
     for patch in upstream.series():
         added = [line for line in patch.read_text().splitlines() if line.startswith('+') and not line.startswith('+++')]
         leaks = [line for line in added if PACKAGE_ONLY.search(line)]
         assert not leaks, f'{patch.name} adds package-only lines: {leaks}'
     first = upstream.patch_stats(upstream.series()[0])
-    assert 'Fixes #2139' in upstream.series()[0].read_text()
-    assert sum(first['files'][upstream.MODULE_PATH]) <= 120
+    assert first['title'].endswith('(follow-up to #2139)') and 'Fixes #2139' not in upstream.series()[0].read_text()
+    assert sum(first['files'][upstream.MODULE_PATH]) <= 30
+    titles = [upstream.patch_stats(patch)['title'] for patch in upstream.series()]
+    assert all(re.match(r'(Fix|Add|Support|Build|Load|Remove|Make) [A-Za-z\']', t) for t in titles), titles
 
 
 def test_docs_show_the_series_stat():

@@ -2,8 +2,8 @@
 in `git format-patch` form (`upstream_series/*.patch`, applied in order with `git am` or `git apply`).
 
 The series' last state of `timm/models/hrnet.py` is this package's `hrnet.py` with its timm import block replaced by
-the one of timm's own `hrnet.py` (relative internal imports, no `_compat` / `_policy`): `upstream_files` checks that,
-so the series and the package cannot drift apart. The package's own policy lives in `_policy.py`, which the series
+the one of timm's own `hrnet.py` (relative internal imports, no `_compat`): `upstream_files` checks that, so the
+series and the package cannot drift apart. The package's own policy lives in `_policy.py`, which the series
 never touches. `tools/series.py` turns the series into a git repo to edit, and back into patches.
 """
 import ast
@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Set, Tuple
 
 __all__ = [
     'SDIST_VERSION', 'SERIES_DIR', 'fetch_sdist', 'series', 'series_tree', 'upstream_files', 'file_diffs',
-    'write_series', 'git_apply', 'patch_stats', 'added_tests',
+    'write_series', 'git_apply', 'patch_stats', 'added_lines', 'added_tests',
 ]
 
 SDIST_VERSION = '1.0.31'  # the timm release the series is made against
@@ -180,6 +180,28 @@ def patch_stats(patch: Path) -> Dict[str, object]:
         elif line.startswith(('+', '-')) and not line.startswith(('+++ ', '--- ')):
             files[path][line[0] == '-'] += 1
     return {'title': subject, 'files': {p: tuple(n) for p, n in files.items()}}
+
+
+def added_lines(patch: Path) -> Dict[str, Set[int]]:
+    """ The line numbers, in the patched file, of the lines a patch adds, per file it changes."""
+    added: Dict[str, Set[int]] = {}
+    path, line_no = None, 0
+    text = patch.read_text()
+    for line in text[text.index('\ndiff --git '):].splitlines():
+        hunk = re.match(r'@@ -\d+(?:,\d+)? \+(\d+)', line)
+        if line.startswith('diff --git '):
+            path = line.split(' b/', 1)[1]
+            added[path] = set()
+        elif hunk:
+            line_no = int(hunk[1])
+        elif line.startswith(('+++ ', '--- ')):
+            continue
+        elif line.startswith('+'):
+            added[path].add(line_no)
+            line_no += 1
+        elif line.startswith(' '):
+            line_no += 1
+    return added
 
 
 def added_tests(patch: Path) -> List[str]:

@@ -7,8 +7,9 @@ the patched timm installed, with synthetic weights to load offline.
    unpatched timm's own classification models (the released key layout), for timm's pretrained tests.
 2. Unpacks a fresh copy of the timm sdist (downloaded once, see timm_hrnet_patch.upstream.fetch_sdist) into
    WORKDIR/timm-<version>.
-3. Applies the series' patches one at a time (`git apply --check`, then `git apply`: each must apply cleanly), and
-   keeps a copy of the tree at each step. Each step gets two runs of timm's tests/test_models.py from its tree:
+3. Applies the series' patches one at a time (`git apply --check`, then `git apply`: each must apply cleanly), runs
+   flake8 at timm's line length (120) on the files each changes, where a finding on a line the patch adds is an
+   error (timm's files have findings of their own), and keeps a copy of the tree at each step. Each step gets two runs of timm's tests/test_models.py from its tree:
    - on the step: timm's tests of hrnet_w18_small, and every test the series has added so far (for that variant,
      where a test is parametrized over the variants); on the last step, timm's hrnet tests of every variant (the
      series' tests and the pretrained tests included), whose junit file goes to LOG_DIR (junit-timm-models.xml,
@@ -49,6 +50,22 @@ KEYED_ENV = ('HF_', 'HUGGINGFACE', 'HYPOTHESIS', 'MKL_', 'OMP_', 'PYTEST', 'PYTH
 def _run(cmd, **kwargs) -> None:
     print('+', ' '.join(map(str, cmd)), flush=True)
     subprocess.run(cmd, check=True, **kwargs)
+
+
+def lint_step(tree: Path, patch: Path) -> List[str]:
+    """ flake8's findings, at timm's line length (120), on the lines that `patch` adds to the .py files it changes, in
+    the tree it was applied to: timm's own files have findings elsewhere, which are not the PR's."""
+    from timm_hrnet_patch.upstream import added_lines
+
+    added = {path: lines for path, lines in added_lines(patch).items() if path.endswith('.py')}
+    if not added:
+        return []
+    out = subprocess.run([sys.executable, '-m', 'flake8', '--max-line-length', '120', *added], cwd=tree,
+                         capture_output=True, text=True)
+    if out.returncode not in (0, 1):
+        raise SystemExit(f'error: flake8 could not run on {patch.name}: {out.stderr.strip()}')
+    findings = [line for line in out.stdout.splitlines() if int(line.split(':')[1]) in added[line.split(':')[0]]]
+    return [f'{patch.name}: {line}' for line in findings]
 
 
 def _pytest(tree: Path, selection: str, junit: Path, basetemp: Path, workers: int = 0) -> subprocess.Popen:
@@ -120,15 +137,18 @@ def run_steps(src: Path, workdir: Path, log_dir: Path, cache_dir: Path, patches:
     # runs: (step, 'step' | 'before', tree, -k selection, junit file), queued; last: the last step's 'step' run
     so_far, runs, last = [], [], None
     added = {}  # step: the test functions its patch adds
+    findings = []  # flake8's, on the lines the patches add
     for i, patch in enumerate(patches, 1):
         if cached.get(i):  # its trees are not needed, only the series' tree and test names
             print(f'+ git apply {patch.name} (in {src})', flush=True)
             git_apply(patch, src)
+            findings += lint_step(src, patch)
             so_far += added.setdefault(i, added_tests(patch))
             continue
         prev = _tree(src, workdir / f'step-{i - 1}-with-{i}-tests')
         print(f'+ git apply {patch.name} (in {src})', flush=True)
         git_apply(patch, src)
+        findings += lint_step(src, patch)
         shutil.copy(src / 'tests' / 'test_models.py', prev / 'tests' / 'test_models.py')
         new = added[i] = added_tests(patch)
         so_far += new
@@ -140,6 +160,11 @@ def run_steps(src: Path, workdir: Path, log_dir: Path, cache_dir: Path, patches:
             last = (i, 'step', tree, 'hrnet', log_dir / 'junit-timm-models.xml')
         runs.append((i, 'before', prev, f"({' or '.join(new)}) and (not hrnet_w or hrnet_w18_small)",
                      workdir / f'step-{i}-before.xml'))
+
+    print(f'flake8 --max-line-length 120 on the lines the {len(patches)} patches add: {len(findings)} findings',
+          flush=True)
+    if findings:
+        raise SystemExit('error: flake8 (line length 120, as timm) on the lines the series adds:\n' + '\n'.join(findings))
 
     def run(job, workers: int = 0):  # (outcomes, return code) of one run
         junit = job[4]
