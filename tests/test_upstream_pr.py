@@ -23,6 +23,10 @@ PACKAGE = Path(upstream.__file__).parent
 # what the package has and timm must never get: its name, its policy module and compat, the strict alias, its docs
 PACKAGE_ONLY = re.compile(r'timm_hrnet_patch|timm-hrnet-patch|_policy|_compat|alias strict|strict=False\)|docs/|'
                           r'check_input|check_values|head_hint')
+# other codebases, which timm's code does not name; the checkpoint layouts PR names the releases it reads, as data
+OTHER_CODEBASES = re.compile(r'mmseg|mmpose|mmcv|openmmlab|transformers|timmbackbone|deeplabcut|segmentation.models|'
+                             r'upstream', re.I)
+LAYOUTS_PR = 'Load MSRA and OpenMMLab HRNet checkpoints'
 
 
 @pytest.fixture(scope='module')
@@ -128,6 +132,9 @@ def test_series_carries_no_package_policy():
         added = [line for line in patch.read_text().splitlines() if line.startswith('+') and not line.startswith('+++')]
         leaks = [line for line in added if PACKAGE_ONLY.search(line)]
         assert not leaks, f'{patch.name} adds package-only lines: {leaks}'
+        others = [line for line in added if OTHER_CODEBASES.search(line)]
+        assert not others or upstream.patch_stats(patch)['title'].startswith(LAYOUTS_PR), \
+            f'{patch.name} names other codebases: {others}'
     first = upstream.patch_stats(upstream.series()[0])
     assert first['title'].endswith('(follow-up to #2139)') and 'Fixes #2139' not in upstream.series()[0].read_text()
     assert sum(first['files'][upstream.MODULE_PATH]) <= 30

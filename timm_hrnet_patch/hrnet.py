@@ -42,7 +42,7 @@ _INCRE_CHS = (128, 256, 512, 1024)  # incre module output channels per branch (B
 _OUTPUT_STRIDES = (8, 16, 32)
 # upsample_mode: F.interpolate kwargs of the fuse layers' upsampling; the 'concat' head upsamples bilinearly, with
 # align_corners=True for 'bilinear_aligned' only. The releases differ (_CHECKPOINT_LAYOUTS): the classification and
-# pose models use 'nearest', mmseg 'bilinear', HRNet-Semantic-Segmentation 'bilinear_aligned' by default.
+# pose models use 'nearest', the segmentation models 'bilinear' or 'bilinear_aligned'.
 _UPSAMPLE_MODES: Dict[str, Dict[str, Any]] = {
     'nearest': dict(mode='nearest'),
     'bilinear': dict(mode='bilinear', align_corners=False),
@@ -675,7 +675,7 @@ class HighResolutionNet(nn.Module):
             branch_outputs: the head's final-stage branches (0-3) to compute, default all the head uses. Only
                 what these outputs need is built (features_only out_indices), so every parameter gets a gradient.
             upsample_mode: the fuse layers' upsampling, see _UPSAMPLE_MODES: 'nearest' (timm's weights), 'bilinear'
-                (mmseg's) or 'bilinear_aligned' (HRNet-Semantic-Segmentation's). The parameters are the same.
+                or 'bilinear_aligned' (the segmentation models'). The parameters are the same.
 
         Raises:
             ValueError: unknown head or upsample_mode, invalid branch_outputs or output_stride (8, 16, 32).
@@ -1032,7 +1032,7 @@ class HighResolutionNet(nn.Module):
     def _forward_head_features(self, yl: List[torch.Tensor], incre_done: bool = False):
         """ forward_features' output (self.head_spec.output) from the final stage's maps (`incre_done`: they
         went through the incre modules already). The classification head interleaves incre and downsample modules
-        as upstream's does: its forward dispatches upstream's ops in upstream's order."""
+        in the order of the original forward, so it dispatches the same ops in the same order."""
         output = self.head_spec.output
         if output == 'final':
             y = yl[0] if incre_done else self.incre_modules[0](yl[0])
@@ -1041,7 +1041,7 @@ class HighResolutionNet(nn.Module):
             return self.final_layer(y)
         if output == 'first':
             return yl[0]
-        if output == 'concat':  # as mmseg's resize_concat and mmpose's FeatureMapProcessor(concat=True)
+        if output == 'concat':  # HRNetV2: every branch map upsampled to stride 4, concatenated
             size = yl[0].shape[-2:]
             align_corners = _UPSAMPLE_MODES[self.upsample_mode].get('align_corners', False)
             return torch.cat(
@@ -1229,9 +1229,8 @@ class HighResolutionNetFeatures(HighResolutionNet):
         )
         self.feature_info = FeatureInfo(self.feature_info, out_indices)
         self._out_indices = list(out_indices)
-        # timm's FeatureDictNet protocol: {module name: output name} of the maps forward returns, None for the
-        # out_indices ones. transformers' TimmBackbone sets all of feature_info's modules for output_hidden_states
-        # and indexes the result by feature position.
+        # FeatureDictNet's protocol: {module name: output name} of the maps forward returns, None for the
+        # out_indices ones
         self.return_layers: Optional[Dict[str, str]] = None
 
     def forward_features(self, x):
