@@ -62,7 +62,7 @@ def lint_step(tree: Path, patch: Path) -> List[str]:
         return []
     out = subprocess.run([sys.executable, '-m', 'flake8', '--max-line-length', '120', *added], cwd=tree,
                          capture_output=True, text=True)
-    if out.returncode not in (0, 1):
+    if out.returncode not in (0, 1) or (out.returncode == 1 and not out.stdout):  # 1 with no finding: no flake8
         raise SystemExit(f'error: flake8 could not run on {patch.name}: {out.stderr.strip()}')
     findings = [line for line in out.stdout.splitlines() if int(line.split(':')[1]) in added[line.split(':')[0]]]
     return [f'{patch.name}: {line}' for line in findings]
