@@ -12,7 +12,7 @@ from timm.models import adapt_input_conv
 
 import strategies
 from synthetic import upstream
-from target import hrnet
+from target import PACKAGE_ONLY, hrnet
 from common import (
     CONTRACT, DEVICES, HEADS, INCRE_CHS, PRETRAINED_PARAMS, VARIANT_PARAMS, assert_same, branch_chs,
     create, expected_state, listed, output_shapes)
@@ -303,9 +303,10 @@ def test_fx_symbolic_trace(head):
     assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
 
 
+@PACKAGE_ONLY
 def test_features_return_layers():
-    """ timm's FeatureDictNet protocol, as transformers' TimmBackbone uses it: return_layers picks the maps by module
-    name, in feature order, None in the slot of a map the model was not built for; None goes back to out_indices; a
+    """ The package's features_only model (features.py) follows timm's FeatureDictNet protocol, as transformers'
+    TimmBackbone uses it: return_layers picks the maps by module name, in feature order, None in the slot of a map the model was not built for; None goes back to out_indices; a
     name that is not a feature module raises."""
     model = timm.create_model('hrnet_w18_small', features_only=True, out_indices=(1, 3, 4)).eval()
     x = torch.randn(1, 3, 64, 64)

@@ -8,7 +8,8 @@ import timm.models
 
 from . import hrnet
 from ._policy import ENTRYPOINTS, register
-from .hrnet import HighResolutionNet, HighResolutionNetFeatures, UnknownLayoutError, checkpoint_filter_fn
+from .features import HighResolutionNetFeatures  # timm's, with return_layers
+from .hrnet import HighResolutionNet, UnknownLayoutError, checkpoint_filter_fn
 from .state_dict import full_state_dict
 
 # the package's public names for the model module's private tables (timm keeps them private)

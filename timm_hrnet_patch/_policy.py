@@ -2,6 +2,7 @@
 upstream. It imports the model module (the series' end, which imports nothing of it) and registers each of its
 entrypoints again, under the same name, with this policy around it:
 
+- a features_only model is the package's HighResolutionNetFeatures (`features.py`: timm's, with return_layers);
 - each entrypoint takes `strict=` as an alias of timm's `pretrained_strict=`, refuses in_chans and num_classes values
   that are not counts with a ValueError, and checks each input tensor (`check_input`) before the model's forward;
 - a pretrained model is built without weights, on the meta device (no random init for the checkpoint to overwrite;
@@ -24,9 +25,10 @@ import torch
 import torch.nn as nn
 
 from timm.models import _builder
-from . import hrnet
+from . import features, hrnet
 from ._compat import load_pretrained, outside_dynamo, register_model, weights_only_unpickling
-from .hrnet import _CLASSIFIER_MODULES, _HEAD_SPECS, UnknownLayoutError, _format_keys, _map_checkpoint, _unbuilt_prefixes
+from .hrnet import (
+    _CLASSIFIER_MODULES, _HEAD_SPECS, UnknownLayoutError, _format_keys, _map_checkpoint, _unbuilt_prefixes)
 
 __all__ = ['ENTRYPOINTS', 'register', 'with_policy', 'check_input', 'check_values', 'head_hint']
 
@@ -51,6 +53,8 @@ def with_policy(fn: Callable) -> Callable:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f'HRNet num_classes must be an int >= 0 (0: no classifier), got {num_classes!r}.')
         model = _build_pretrained(fn, **kwargs) if pretrained else fn(False, **kwargs)
+        if type(model) is hrnet.HighResolutionNetFeatures:  # the same modules, with return_layers (features.py)
+            model.__class__ = features.HighResolutionNetFeatures
         model.register_forward_pre_hook(check_input)
         return model
 

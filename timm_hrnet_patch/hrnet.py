@@ -1229,28 +1229,13 @@ class HighResolutionNetFeatures(HighResolutionNet):
         )
         self.feature_info = FeatureInfo(self.feature_info, out_indices)
         self._out_indices = list(out_indices)
-        # FeatureDictNet's protocol: {module name: output name} of the maps forward returns, None for the
-        # out_indices ones
-        self.return_layers: Optional[Dict[str, str]] = None
 
     def forward_features(self, x):
         assert False, 'Not supported'
 
-    def forward(self, x) -> List[Optional[torch.Tensor]]:
-        """ The out_indices maps. With return_layers set: one entry per named module, in feature order, the map, or
-        None for a map this model was not built for (features_only out_indices; the stem map is always computed),
-        so a caller indexing by feature position finds the out_indices maps at theirs. ValueError for a name that
-        is not a feature module."""
-        if self.return_layers is None:
-            return self.forward_intermediates(x, self._out_indices, intermediates_only=True)
-        modules = [info['module'] for info in self.feature_info.info]
-        unknown = sorted(set(self.return_layers) - set(modules))
-        if unknown:
-            raise ValueError(f'HRNet return_layers {unknown} are not feature modules, those are {modules}.')
-        indices = sorted(modules.index(m) for m in self.return_layers)
-        computed = [i for i in indices if i == 0 or i - 1 in self.branch_outputs]
-        maps = dict(zip(computed, self.forward_intermediates(x, computed, intermediates_only=True))) if computed else {}
-        return [maps.get(i) for i in indices]
+    def forward(self, x) -> List[torch.Tensor]:
+        """ The out_indices maps."""
+        return self.forward_intermediates(x, self._out_indices, intermediates_only=True)
 
 
 def _format_keys(keys: List[str], limit: int = 10) -> str:

@@ -31,6 +31,7 @@ class Mutant(NamedTuple):
 
 
 _M, _P, _C = 'timm_hrnet_patch/hrnet.py', 'timm_hrnet_patch/_policy.py', 'timm_hrnet_patch/cli.py'
+_F = 'timm_hrnet_patch/features.py'
 MUTANTS: List[Mutant] = [
     # heads (docs/heads.md)
     Mutant("head 'classification': logits from the 2048-channel map", _M,
@@ -76,10 +77,10 @@ MUTANTS: List[Mutant] = [
     Mutant('negative out_indices select from the end', _M,
            'out_indices = tuple(sorted(i % num_taps for i in out_indices))',
            'out_indices = tuple(sorted(abs(i) % num_taps for i in out_indices))', 'tests/test_heads.py'),
-    Mutant("return_layers: the named modules' maps", _M,
+    Mutant("return_layers: the named modules' maps", _F,
            'indices = sorted(modules.index(m) for m in self.return_layers)',
            'indices = sorted(modules.index(m) for m in self.return_layers)[:1]', 'tests/test_heads.py'),
-    Mutant("return_layers: None in the slot of a map the model was not built for", _M,
+    Mutant("return_layers: None in the slot of a map the model was not built for", _F,
            'return [maps.get(i) for i in indices]', 'return [maps[i] for i in computed]', 'tests/test_heads.py'),
     # training (docs/training.md)
     Mutant('gradient checkpointing: the recompute leaves BatchNorm statistics alone', _M,
