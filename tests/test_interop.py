@@ -132,4 +132,4 @@ def test_transformers_first_gets_the_fixed_model():
         'print(type(m._backbone).__module__, m._backbone.unbuilt_prefixes()[:1])')],
         capture_output=True, text=True, env=dict(os.environ, TIMM_HRNET_PATCH='1'))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[0] == 'timm_hrnet_patch.hrnet'
+    assert out.stdout.split()[0] == 'timm_hrnet_patch.features'  # the package's features_only class
