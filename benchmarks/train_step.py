@@ -43,12 +43,12 @@ from bench import _paired
 CHILD = r"""
 import json, re, sys, time
 import torch, timm
-from timm_hrnet_patch import hrnet
+from timm_hrnet_patch import model as hrnet
 
 variant, size, device, steps, measure = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 configs = sys.argv[6].split(',')
 torch.manual_seed(0)
-module_stages = hrnet.HighResolutionNet._run_stage  # 'module': the model's own checkpointing
+module_stages = hrnet.HighResolutionNet._run_seq  # 'module': the model's own checkpointing
 mode = 'off'
 
 def whole_stages(self, stage, x):
@@ -71,7 +71,7 @@ def fuse_only(self, x):
 def run_stage(self, stage, x):
     return {'stage': whole_stages, 'branch': branches}.get(mode, module_stages)(self, stage, x)
 
-hrnet.HighResolutionNet._run_stage = run_stage
+hrnet.HighResolutionNet._run_seq = run_stage
 hrnet.HighResolutionModule.fuse_only = fuse_only
 
 def rss(field):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import timm
-from target import hrnet  # (the module under test, its models registered)
+from target import hrnet, package_model  # (the module under test, its models registered)
 from synthetic import checkpoint, serve_from_hub, upstream_model  # noqa: F401
 import strategies  # noqa: F401  (loads the Hypothesis profile)
 
@@ -25,7 +25,7 @@ torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get('PYTE
 # all of them at once.
 VARIANTS = timm.list_models(os.environ.get('HRNET_VARIANTS', 'hrnet*').split(','))
 assert VARIANTS and set(VARIANTS) <= set(timm.list_models('hrnet*')), f"HRNET_VARIANTS matched {VARIANTS}"
-HEADS = hrnet._HEADS
+HEADS = package_model._HEADS
 HEAD_MODULES = ('incre_modules', 'downsamp_modules', 'final_layer', 'classifier')
 # Matrix axes. The w18 family is the quick loop, the wide variants are marked slow: -m "not slow".
 _QUICK = {v: not strategies.wide(v) for v in VARIANTS}
@@ -35,7 +35,7 @@ VARIANT_PARAMS = [pytest.param(v, marks=() if _QUICK[v] else pytest.mark.slow) f
 # sides of every residue mod 32, and maps of 1-3 pixels at stride 32)
 MAX_SIDE = {v: 256 if _QUICK[v] else 96 for v in VARIANTS}
 HEAD_PARAMS = [pytest.param(h, id=h or 'headless') for h in HEADS]
-LOCATION_PARAMS = [pytest.param(h, id=h or 'headless') for h in hrnet._FEATURE_LOCATIONS]
+LOCATION_PARAMS = [pytest.param(h, id=h or 'headless') for h in package_model._FEATURE_LOCATIONS]
 PRETRAINED_PARAMS = [pytest.param(False, id='scratch'), pytest.param(True, id='pretrained')]
 _NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA: torch.cuda.is_available() is False')
 DEVICES = ['cpu', pytest.param('cuda', marks=[pytest.mark.cuda, _NO_CUDA])]

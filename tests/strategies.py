@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis import strategies as st
 
 import timm
-from target import hrnet
+from target import package_model
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile(  # no shrinking: each example builds models, a failure reports the example as drawn
@@ -74,7 +74,7 @@ batches = st.integers(1, 3)
 in_chans = st.sampled_from([1, 3, 4])
 num_classes = st.sampled_from([0, 1, 1000]) | st.integers(2, 2000)
 global_pools = st.sampled_from(['avg', ''])
-HEADS = hrnet._HEADS
+HEADS = package_model._HEADS
 heads = st.sampled_from(HEADS)
 invalid_heads = st.one_of(st.text(max_size=12).filter(lambda h: h not in HEADS), st.integers(), st.booleans())
 CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -202,7 +202,7 @@ out_indices = st.lists(st.integers(-5, 4), min_size=1, max_size=5, unique_by=lam
 # every kind of model: each head, and features_only at each feature_location
 model_kinds = st.sampled_from(
     [dict(head=h) for h in HEADS]
-    + [dict(features_only=True, feature_location=loc) for loc in hrnet._FEATURE_LOCATIONS])
+    + [dict(features_only=True, feature_location=loc) for loc in package_model._FEATURE_LOCATIONS])
 
 # models a checkpoint loads into: every head, and features_only taking part of the outputs
 load_targets = st.sampled_from(
@@ -214,7 +214,7 @@ load_targets = st.sampled_from(
 def trained_models(draw) -> Tuple[Dict, Optional[Tuple[int, ...]]]:
     """ (create_model kwargs, prune_intermediate_layers indices or None) of a model to train: any head, or
     features_only at any location and out_indices; any output_stride; some pruned to a subset of the taps."""
-    kind = dict(draw(model_kinds), output_stride=draw(st.sampled_from(hrnet._OUTPUT_STRIDES)))
+    kind = dict(draw(model_kinds), output_stride=draw(st.sampled_from(package_model._OUTPUT_STRIDES)))
     if kind.get('features_only'):
         return dict(kind, out_indices=draw(out_indices)), None
     return kind, draw(st.none() | st.lists(st.integers(0, 4), min_size=1, max_size=4, unique=True).map(tuple))

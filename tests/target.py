@@ -1,36 +1,13 @@
-""" The HRNet module under test: this package's (default), or timm's own with HRNET_UNDER_TEST=timm.
-
-`tox -e upstream` uses the latter: there timm carries the PR diff, and TIMM_HRNET_PATCH=0 keeps the package's
-start-up hook from registering its models over timm's. Test modules about the package itself call
-`skip_unless_package()` before importing it.
+""" The HRNet modules under test: the package's model module (the upstream series' end), its models (`model.py`)
+and checkpoint layouts (`layouts.py`). Importing them registers the package's models under timm's names.
 """
-import os
-
-import pytest
 import timm
 
-UNDER_TEST = os.environ.get('HRNET_UNDER_TEST', 'package')
-if UNDER_TEST == 'timm':
-    import timm.models.hrnet as hrnet
-elif UNDER_TEST == 'package':
-    from timm_hrnet_patch import hrnet  # registers the patched models
-else:
-    raise ValueError(f"HRNET_UNDER_TEST={UNDER_TEST!r}, valid values are 'package' (default) and 'timm'")
+from timm_hrnet_patch import hrnet, layouts, model as package_model
 
-# the registered entrypoint is the module's, or the package's policy around it (functools.wraps' __wrapped__)
+__all__ = ['hrnet', 'layouts', 'package_model']
+
+# the registered entrypoint is the package's policy around the model module's (functools.wraps' __wrapped__)
 _registered = timm.models.model_entrypoint('hrnet_w18')
-if hrnet.hrnet_w18 not in (_registered, getattr(_registered, '__wrapped__', None)):
-    raise RuntimeError(
-        f'timm.create_model does not give the models of {hrnet.__name__}, the module under test '
-        f'(HRNET_UNDER_TEST={UNDER_TEST}); with HRNET_UNDER_TEST=timm, set TIMM_HRNET_PATCH=0 as well')
-
-
-def skip_unless_package() -> None:
-    """ Skip the calling test module unless the package is under test (call it before importing the package)."""
-    if UNDER_TEST != 'package':
-        pytest.skip(f'tests the timm_hrnet_patch package, not timm.models.hrnet (HRNET_UNDER_TEST={UNDER_TEST})',
-                    allow_module_level=True)
-
-
-PACKAGE_ONLY = pytest.mark.skipif(
-    UNDER_TEST != 'package', reason=f'tests the timm_hrnet_patch package (HRNET_UNDER_TEST={UNDER_TEST})')
+if hrnet.hrnet_w18 is not getattr(_registered, '__wrapped__', None):
+    raise RuntimeError('timm.create_model does not give the package\'s models: is TIMM_HRNET_PATCH=0 set?')

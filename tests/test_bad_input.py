@@ -16,7 +16,6 @@ import torch
 
 import timm
 
-from target import PACKAGE_ONLY
 from common import checkpoint, listed, serve_modified
 
 VARIANT = 'hrnet_w18_small'
@@ -43,7 +42,6 @@ FILES = {  # docs/bad-input.md row: (make the file at path, exception, message)
 }
 
 
-@PACKAGE_ONLY
 @pytest.mark.parametrize('row', list(FILES))
 def test_bad_weights_file(row, tmp_path):
     make, error, message = FILES[row]
@@ -73,7 +71,6 @@ CHECKPOINTS = {  # docs/bad-input.md row: (change the checkpoint in place, messa
 }
 
 
-@PACKAGE_ONLY
 @pytest.mark.parametrize('row', list(CHECKPOINTS))
 def test_bad_checkpoint_values(row):
     change, message = CHECKPOINTS[row]
@@ -82,7 +79,6 @@ def test_bad_checkpoint_values(row):
     with pytest.raises(RuntimeError, match=message):
         timm.create_model(VARIANT, pretrained=True, pretrained_cfg_overlay=serve_modified(VARIANT, sd, 'bad-values'))
 
-@PACKAGE_ONLY
 
 def test_non_finite_loads_non_strict_with_warning(caplog):
     sd = dict(checkpoint(VARIANT))
@@ -106,7 +102,6 @@ def test_low_precision_checkpoint_loads_silently(dtype, caplog):
     assert all(model_sd[k].dtype == (torch.float32 if v.is_floating_point() else v.dtype) for k, v in sd.items())
     assert all(torch.equal(model_sd[k], v.to(model_sd[k].dtype)) for k, v in sd.items())
 
-@PACKAGE_ONLY
 
 def test_precision_loss_warns(caplog):
     """ float32 weights into a bfloat16 model: they load, rounded, and a warning says so."""
@@ -134,7 +129,7 @@ ARGS = {  # docs/bad-input.md row: (create_model kwargs, message of the ValueErr
 POLICY_ARGS = ('in_chans=0', 'negative num_classes')  # checked by the package's policy (_policy.py) only
 
 
-@pytest.mark.parametrize('row', [pytest.param(r, marks=PACKAGE_ONLY if r in POLICY_ARGS else ()) for r in ARGS])
+@pytest.mark.parametrize('row', [pytest.param(r, marks=()) for r in ARGS])
 def test_bad_arguments(row):
     kwargs, message = ARGS[row]
     with pytest.raises(ValueError, match=message):
@@ -148,7 +143,6 @@ INPUTS = {  # docs/bad-input.md row: (input shape, train mode, message of the Va
 }
 
 
-@PACKAGE_ONLY
 @pytest.mark.parametrize('head', ['classification', ''])
 @pytest.mark.parametrize('row', list(INPUTS))
 def test_bad_input_tensor(row, head):

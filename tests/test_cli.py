@@ -9,18 +9,16 @@ import pytest
 import safetensors.torch
 import torch
 
-from target import skip_unless_package
-skip_unless_package()
 
 import timm  # noqa: E402
 import timm_hrnet_patch  # noqa: E402
 from timm_hrnet_patch.cli import main  # noqa: E402
 
-from target import hrnet  # noqa: E402
+from target import package_model  # noqa: E402
 from common import HEADS, assert_loaded, checkpoint, expected_state, serve_from_hub, served_checkpoint  # noqa: E402
 
 VARIANT = 'hrnet_w18_small'
-KINDS = len(HEADS) + len(hrnet._FEATURE_LOCATIONS)  # every head, and features_only at each location
+KINDS = len(HEADS) + len(package_model._FEATURE_LOCATIONS)  # every head, and features_only at each location
 
 
 def test_readme_gives_the_check_count():

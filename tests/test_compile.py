@@ -7,12 +7,12 @@ import copy
 import pytest
 import torch
 
-from target import hrnet
+from target import package_model
 from common import DEVICES, HEADS, create, listed
 
 KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in HEADS] + [
     pytest.param(dict(features_only=True, feature_location=h), id=f'features_only={h!r}')
-    for h in hrnet._FEATURE_LOCATIONS]
+    for h in package_model._FEATURE_LOCATIONS]
 # inductor's code generation for the two heads whose ops are those of every kind (classification: incre, downsamp,
 # final layer, pooling; concat: bilinear upsampling)
 INDUCTOR_HEADS = ('classification', 'concat')

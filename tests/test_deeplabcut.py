@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from target import skip_unless_package
-skip_unless_package()
 if os.environ.get('HRNET_INTEROP') != '1':
     pytest.importorskip('deeplabcut', reason='deeplabcut: tox -e interop')
 import deeplabcut_models as dlc  # noqa: E402

@@ -12,7 +12,7 @@ from timm.models import adapt_input_conv
 
 import strategies
 from synthetic import upstream
-from target import PACKAGE_ONLY, hrnet
+from target import hrnet
 from common import (
     CONTRACT, DEVICES, HEADS, INCRE_CHS, PRETRAINED_PARAMS, VARIANT_PARAMS, assert_same, branch_chs,
     create, expected_state, listed, output_shapes)
@@ -303,7 +303,6 @@ def test_fx_symbolic_trace(head):
     assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
 
 
-@PACKAGE_ONLY
 def test_features_return_layers():
     """ The package's features_only model (features.py) follows timm's FeatureDictNet protocol, as transformers'
     TimmBackbone uses it: return_layers picks the maps by module name, in feature order, None in the slot of a map the model was not built for; None goes back to out_indices; a

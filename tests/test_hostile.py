@@ -8,8 +8,6 @@ import torch
 
 import timm
 
-from target import skip_unless_package
-skip_unless_package()
 
 from common import checkpoint  # noqa: E402
 from synthetic import serve_from_hub  # noqa: E402

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from target import skip_unless_package
-skip_unless_package()
 
 REPO = Path(__file__).resolve().parents[1]
 SKIP = shutil.ignore_patterns(

@@ -1,4 +1,4 @@
-""" Checkpoint layouts of the MSRA and OpenMMLab releases (hrnet._CHECKPOINT_LAYOUTS, sources in docs/checkpoints.md).
+""" Checkpoint layouts of the MSRA and OpenMMLab releases (layouts._CHECKPOINT_LAYOUTS, sources in docs/checkpoints.md).
 
 Each layout's test checkpoint is the synthetic timm checkpoint renamed through the inverse of the layout's mapping,
 with its own task's head keys (as the sources name them) and its container added. It must be detected, round-trip
@@ -18,14 +18,14 @@ import torch.nn.functional as F
 import timm
 
 from common import assert_loaded, expected_state
-from target import PACKAGE_ONLY, UNDER_TEST, hrnet
-
-if UNDER_TEST == 'package':
-    from timm_hrnet_patch.cli import main as cli
+from target import hrnet, layouts, package_model
+from timm_hrnet_patch.cli import main as cli
 
 VARIANT = 'hrnet_w18_small'
-LAYOUTS = list(hrnet._CHECKPOINT_LAYOUTS.values())
+LAYOUTS = list(layouts._CHECKPOINT_LAYOUTS.values())
 LAYOUT_PARAMS = [pytest.param(layout, id=layout.name) for layout in LAYOUTS]
+
+
 def _bn(prefix: str, chs: int) -> Dict[str, tuple]:
     return {f'{prefix}{n}': (chs,) for n in ('weight', 'bias', 'running_mean', 'running_var')} | {
         f'{prefix}num_batches_tracked': ()}
@@ -94,7 +94,7 @@ def _folded(state_dict: Dict[str, torch.Tensor], name: str, keep_bias: bool) -> 
     return state_dict
 
 
-def to_layout(state_dict: Dict[str, torch.Tensor], layout: hrnet._CheckpointLayout) -> Dict[str, torch.Tensor]:
+def to_layout(state_dict: Dict[str, torch.Tensor], layout: layouts._CheckpointLayout) -> Dict[str, torch.Tensor]:
     """ A timm state dict in `layout`'s keys (INVERSE), the biases it lacks folded (NO_BIAS)."""
     def renamed(key: str) -> str:
         pattern, its = next(((p, i) for p, i in INVERSE[layout.name] if re.match(p, key)), ('', ''))
@@ -102,7 +102,7 @@ def to_layout(state_dict: Dict[str, torch.Tensor], layout: hrnet._CheckpointLayo
     return {renamed(k): v for k, v in _folded(state_dict, layout.name, keep_bias=False).items()}
 
 
-def foreign_checkpoint(layout: hrnet._CheckpointLayout, head: Optional[Dict[str, tuple]] = None) -> dict:
+def foreign_checkpoint(layout: layouts._CheckpointLayout, head: Optional[Dict[str, tuple]] = None) -> dict:
     """ What a user of that release holds: its state dict with its own head keys (`head`, default the layout's
     FOREIGN_HEADS), in its container."""
     torch.manual_seed(0)
@@ -123,21 +123,21 @@ def foreign_file(tmp_path_factory):
     def saved(name: str) -> str:
         if name not in paths:
             paths[name] = directory / f'{name}.pth'
-            torch.save(foreign_checkpoint(hrnet._CHECKPOINT_LAYOUTS[name]), str(paths[name]))
+            torch.save(foreign_checkpoint(layouts._CHECKPOINT_LAYOUTS[name]), str(paths[name]))
         return str(paths[name])
     return saved
 
 
-def expected_after_load(layout: hrnet._CheckpointLayout) -> Dict[str, torch.Tensor]:
+def expected_after_load(layout: layouts._CheckpointLayout) -> Dict[str, torch.Tensor]:
     """ What the model holds after loading the layout's checkpoint: the timm state, each bias the layout lacks
     zero and folded into its BatchNorm's running_mean."""
     return _folded(expected_state(VARIANT, layout.head), layout.name, keep_bias=True)
 
 
 def test_every_layout_has_a_test_checkpoint():
-    assert set(FOREIGN_HEADS) == set(INVERSE) == set(SOURCE_UPSAMPLING) == set(hrnet._CHECKPOINT_LAYOUTS)
+    assert set(FOREIGN_HEADS) == set(INVERSE) == set(SOURCE_UPSAMPLING) == set(layouts._CHECKPOINT_LAYOUTS)
     for layout in LAYOUTS:
-        assert layout.head in hrnet._HEAD_SPECS
+        assert layout.head in package_model._HEAD_SPECS
         assert all(key.startswith(tuple(p for p, _ in layout.drops)) for key in FOREIGN_HEADS[layout.name])
 
 
@@ -147,7 +147,7 @@ def test_round_trip(layout):
     biases, timm's come back zero, folded into running_mean, and the model computes the same."""
     timm_state = expected_state(VARIANT, layout.head)
     foreign = foreign_checkpoint(layout)
-    detected, mapped, notes = hrnet._map_checkpoint(foreign)
+    detected, mapped, notes = layouts._map_checkpoint(foreign)
     assert detected is layout
     assert set(mapped) == set(timm_state)
     expected = expected_after_load(layout)
@@ -173,7 +173,7 @@ def test_round_trip(layout):
 def test_ocr_checkpoint(tmp_path, caplog):
     """ HRNet-OCR's segmentation heads are dropped as well, each module named in the log."""
     path = tmp_path / 'ocr.pth'
-    torch.save(foreign_checkpoint(hrnet._CHECKPOINT_LAYOUTS['hrnet-seg'], OCR_HEAD), str(path))
+    torch.save(foreign_checkpoint(layouts._CHECKPOINT_LAYOUTS['hrnet-seg'], OCR_HEAD), str(path))
     caplog.set_level(logging.INFO, logger=hrnet.__name__)
     model = timm.create_model(VARIANT, pretrained=True, head='concat', pretrained_cfg_overlay=dict(file=str(path)))
     assert_loaded(model, expected_state(VARIANT, 'concat'))
@@ -183,11 +183,11 @@ def test_ocr_checkpoint(tmp_path, caplog):
 
 def test_folded_biases_compute_the_same():
     """ mmpretrain's neck convs have no bias: timm's biases folded into running_mean give the same eval output."""
-    layout = hrnet._CHECKPOINT_LAYOUTS['mmpretrain']
+    layout = layouts._CHECKPOINT_LAYOUTS['mmpretrain']
     original = timm.create_model(VARIANT).eval()
     original.load_state_dict(expected_state(VARIANT, 'classification'))
     converted = timm.create_model(VARIANT).eval()
-    converted.load_state_dict(hrnet.checkpoint_filter_fn(foreign_checkpoint(layout), converted))
+    converted.load_state_dict(layouts.checkpoint_filter_fn(foreign_checkpoint(layout), converted))
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(converted(x), original(x), rtol=1e-5, atol=1e-5)
@@ -203,7 +203,6 @@ def test_create_model_loads_the_file(layout, foreign_file, caplog):
         assert f'({layout.name} layout)' in caplog.text
 
 
-@PACKAGE_ONLY
 @pytest.mark.parametrize('layout', LAYOUT_PARAMS)
 def test_convert_then_load(layout, foreign_file, tmp_path, capsys):
     src, dst = foreign_file(layout.name), tmp_path / 'converted.safetensors'
@@ -217,11 +216,10 @@ def test_convert_then_load(layout, foreign_file, tmp_path, capsys):
     assert_loaded(model, expected_after_load(layout))
 
 
-@PACKAGE_ONLY
 def test_convert_with_a_forced_layout(tmp_path, capsys):
     """ An OpenMMLab backbone saved alone matches no signature (no task head to tell): --layout names it."""
     src, dst = tmp_path / 'backbone.pth', tmp_path / 'converted.safetensors'
-    layout = hrnet._CHECKPOINT_LAYOUTS['mmseg']
+    layout = layouts._CHECKPOINT_LAYOUTS['mmseg']
     torch.save({'state_dict': to_layout(expected_state(VARIANT, ''), layout)}, str(src))
     with pytest.raises(SystemExit, match='layout not recognised.*backbone.conv1.weight'):
         cli(['convert', str(src), str(dst), '--variant', VARIANT, '--head', ''])
@@ -231,7 +229,6 @@ def test_convert_with_a_forced_layout(tmp_path, capsys):
     assert_loaded(model, expected_state(VARIANT, ''))
 
 
-@PACKAGE_ONLY
 @pytest.mark.parametrize('name, head, fits', [
     ('pose_hrnet', 'classification', "head='high_res'"),
     ('mmpose', '', "head='high_res'"),
@@ -254,8 +251,8 @@ def test_a_head_the_checkpoint_lacks(name, head, fits, foreign_file):
 def test_other_wrappers_are_not_taken_for_a_release(name, keys):
     """ A 'model.' or 'backbone.' prefix alone does not make a seg or pose release: no layout is guessed."""
     state = keys(expected_state(VARIANT, 'classification'))
-    with pytest.raises(hrnet.UnknownLayoutError, match='layout not recognised'):
-        hrnet._map_checkpoint({'state_dict': state, 'epoch': 3})
+    with pytest.raises(layouts.UnknownLayoutError, match='layout not recognised'):
+        layouts._map_checkpoint({'state_dict': state, 'epoch': 3})
 
 
 def test_unknown_layout_non_strict(caplog):
@@ -263,27 +260,25 @@ def test_unknown_layout_non_strict(caplog):
     state = {f'encoder.{k}': v for k, v in expected_state(VARIANT, '').items()}
     model = timm.create_model(VARIANT, head='')
     with caplog.at_level(logging.WARNING):
-        assert hrnet.checkpoint_filter_fn(state, model, strict=False) == {}
+        assert layouts.checkpoint_filter_fn(state, model, strict=False) == {}
     assert 'layout not recognised' in caplog.text and 'Loading non-strict: missing weights keep' in caplog.text
 
-@PACKAGE_ONLY
 
 def test_features_only_hint_and_no_hint_for_another_variant(foreign_file):
     path = foreign_file('pose_hrnet')
     with pytest.raises(RuntimeError, match=r"with features_only, use feature_location='', out_indices=\(0, 1\)"):
         timm.create_model(VARIANT, pretrained=True, features_only=True, feature_location='', out_indices=(1, 2),
                           pretrained_cfg_overlay=dict(file=str(path)))
-    other = to_layout(expected_state('hrnet_w18_small_v2', 'high_res'), hrnet._CHECKPOINT_LAYOUTS['pose_hrnet'])
+    other = to_layout(expected_state('hrnet_w18_small_v2', 'high_res'), layouts._CHECKPOINT_LAYOUTS['pose_hrnet'])
     with pytest.raises(RuntimeError, match='missing keys') as e:
-        hrnet.checkpoint_filter_fn(other, timm.create_model(VARIANT))
+        layouts.checkpoint_filter_fn(other, timm.create_model(VARIANT))
     assert 'It has the modules' not in str(e.value)
 
 
-@PACKAGE_ONLY
 def test_convert_no_bias_layout_to_an_ssld_variant(tmp_path, capsys):
     src, dst = tmp_path / 'mmpretrain.pth', tmp_path / 'ssld.safetensors'
     torch.save({'state_dict': to_layout(expected_state('hrnet_w18_ssld', 'classification'),
-                                        hrnet._CHECKPOINT_LAYOUTS['mmpretrain'])}, str(src))
+                                        layouts._CHECKPOINT_LAYOUTS['mmpretrain'])}, str(src))
     assert cli(['convert', str(src), str(dst), '--variant', 'hrnet_w18_ssld']) == 0
     assert 'zero biases' not in capsys.readouterr().out
     model = timm.create_model('hrnet_w18_ssld', pretrained=True, pretrained_cfg_overlay=dict(file=str(dst)))
@@ -293,10 +288,10 @@ def test_convert_no_bias_layout_to_an_ssld_variant(tmp_path, capsys):
 def test_unknown_layout_names_keys_and_layouts():
     state = {f'encoder.{k}': v for k, v in expected_state(VARIANT, '').items()}
     with pytest.raises(RuntimeError, match='layout not recognised, first keys: encoder.conv1.weight') as e:
-        hrnet.checkpoint_filter_fn(state, timm.create_model(VARIANT))
-    assert all(name in str(e.value) for name in hrnet._CHECKPOINT_LAYOUTS)
+        layouts.checkpoint_filter_fn(state, timm.create_model(VARIANT))
+    assert all(name in str(e.value) for name in layouts._CHECKPOINT_LAYOUTS)
     with pytest.raises(ValueError, match="Unknown HRNet checkpoint layout 'detectron'"):
-        hrnet._map_checkpoint(state, 'detectron')
+        layouts._map_checkpoint(state, 'detectron')
 
 
 # the fuse layers' upsampling of each mode, as the sources call F.interpolate / nn.Upsample (docs/checkpoints.md)
@@ -308,7 +303,7 @@ UPSAMPLING = {'nearest': dict(mode='nearest'), 'bilinear': dict(mode='bilinear',
 def test_upsample_modes(mode):
     """ The last stage 4 module on odd-sized maps: each output is the ReLU of its own map plus the others brought to
     its size, upsampled as the mode's source does. The whole model differs from the nearest one but for 'nearest'."""
-    assert set(UPSAMPLING) == set(hrnet._UPSAMPLE_MODES)
+    assert set(UPSAMPLING) == set(package_model._UPSAMPLE_MODES)
     torch.manual_seed(0)
     model = timm.create_model(VARIANT, head='concat', upsample_mode=mode).eval()
     module = model.stage4[-1]
@@ -346,7 +341,7 @@ SOURCE_UPSAMPLING = {'hrnet-seg': ('bilinear_aligned', 'bilinear'), 'mmseg': ('b
 def test_upsample_mode_of_the_source(name, foreign_file, caplog):
     """ The weights of a model that upsampled otherwise load, with a warning naming the source's mode; with its
     modes (two for hrnet-seg, whose configs set align_corners either way), silently."""
-    layout = hrnet._CHECKPOINT_LAYOUTS[name]
+    layout = layouts._CHECKPOINT_LAYOUTS[name]
     modes = SOURCE_UPSAMPLING[name]
     path = foreign_file(name)
     other = 'nearest' if modes[0] != 'nearest' else 'bilinear'
@@ -367,7 +362,7 @@ def test_no_bias_layout_into_a_model_without_those_biases():
     state = expected_state('hrnet_w18_ssld', 'classification')
     assert not any(k.endswith('.0.bias') and k.startswith(('downsamp_modules.', 'final_layer.')) for k in state)
     model = timm.create_model('hrnet_w18_ssld')
-    loaded = hrnet.checkpoint_filter_fn(to_layout(state, hrnet._CHECKPOINT_LAYOUTS['mmpretrain']), model)
+    loaded = layouts.checkpoint_filter_fn(to_layout(state, layouts._CHECKPOINT_LAYOUTS['mmpretrain']), model)
     assert set(loaded) == set(state) and all(torch.equal(loaded[k], v) for k, v in state.items())
 
 
@@ -393,7 +388,7 @@ def test_release_keys(release):
         shapes = {k: tuple(int(d) for d in dims.split(',') if d) for k, dims in (line.split(' ') for line in
                                                                                f.read().splitlines())}
     state = {k: torch.empty(shape, device='meta') for k, shape in shapes.items()}
-    detected, mapped, notes = hrnet._map_checkpoint(state)
+    detected, mapped, notes = layouts._map_checkpoint(state)
     assert detected.name == layout
     with torch.device('meta'):
         model = timm.create_model(variant, head=head)

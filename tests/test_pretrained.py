@@ -8,13 +8,12 @@ from hypothesis import given
 import timm
 
 import strategies
-from target import PACKAGE_ONLY, hrnet
+from target import layouts
 from common import (
     HEAD_PARAMS, HEADS, assert_loaded, checkpoint, create, expected_state, listed, output_shapes, serve_modified,
     served_checkpoint)
 
 
-@PACKAGE_ONLY
 @pytest.mark.parametrize('head', HEADS)
 def test_seed_calls_verbatim(head):
     """ The reported calls, with the strict= alias, work for each head: the trunk loads, the output is the head's."""
@@ -27,7 +26,6 @@ def test_seed_calls_verbatim(head):
     assert [tuple(o.shape) for o in out] == output_shapes('hrnet_w18', head, 1, 64, 64)
 
 
-@PACKAGE_ONLY
 def test_strict_alias_conflict():
     with pytest.raises(TypeError, match='alias of pretrained_strict'):
         timm.create_model('hrnet_w18_small', strict=True, pretrained_strict=False)
@@ -75,7 +73,7 @@ def test_wrong_shape_raises():
         timm.create_model(variant, pretrained=True, pretrained_cfg_overlay=overlay)
 
 
-@pytest.mark.parametrize('alias', [pytest.param('strict', marks=PACKAGE_ONLY), 'pretrained_strict'])
+@pytest.mark.parametrize('alias', ['strict', 'pretrained_strict'])
 def test_loose_load_warns(alias, caplog):
     variant = 'hrnet_w18_small'
     full = checkpoint(variant)
@@ -136,7 +134,7 @@ def test_pretrained_cfg_overlay_file(suffix, tmp_path, no_key_warnings):
 def test_filter_unwraps_and_drops_head_keys(container):
     model = timm.create_model('hrnet_w18_small', head='')
     sd = checkpoint('hrnet_w18_small')
-    out = hrnet.checkpoint_filter_fn({container: {'module.' + k: v for k, v in sd.items()}}, model)
+    out = layouts.checkpoint_filter_fn({container: {'module.' + k: v for k, v in sd.items()}}, model)
     assert set(out) == set(model.state_dict())
     assert all(out[k] is sd[k] for k in out)
 
@@ -160,10 +158,10 @@ def test_corrupted_checkpoint_names_keys(head):
         missing = sorted(k for k in set(c.drop) & model_keys if not k.endswith('.num_batches_tracked'))
         unexpected = sorted(c.extra)
         if not (missing or unexpected or c.reshape in model_keys):  # only absent head modules or counters changed
-            assert not model.load_state_dict(hrnet.checkpoint_filter_fn(sd, model)).unexpected_keys
+            assert not model.load_state_dict(layouts.checkpoint_filter_fn(sd, model)).unexpected_keys
             return
         with pytest.raises(RuntimeError) as info:
-            model.load_state_dict(hrnet.checkpoint_filter_fn(sd, model))
+            model.load_state_dict(layouts.checkpoint_filter_fn(sd, model))
         message = str(info.value)
         if missing:
             assert f'missing keys ({len(missing)}): ' + ', '.join(missing) in message

@@ -7,13 +7,10 @@ import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 import torch
 
 import timm
 
-from target import skip_unless_package
-skip_unless_package()
 
 from common import assert_loaded, expected_state, listed, output_shapes, served_checkpoint  # noqa: E402
 
@@ -60,7 +57,7 @@ def test_importing_again_changes_nothing():
         print(type(timm.create_model('hrnet_w18_small', head='incre')).__module__, len(before[0]))
     ''', '-W', 'ignore::FutureWarning')
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ['timm_hrnet_patch.hrnet', '11']
+    assert out.stdout.split() == ['timm_hrnet_patch.model', '11']
 
 
 def test_hook_with_timm_absent():
@@ -108,7 +105,7 @@ def test_hook_with_timm_already_imported():
         print(type(timm.create_model('hrnet_w18_small')).__module__)
     ''', '-W', 'ignore', env=dict(os.environ, TIMM_HRNET_PATCH='0'))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ['False timm.models.hrnet', 'timm_hrnet_patch.hrnet']
+    assert out.stdout.splitlines() == ['False timm.models.hrnet', 'timm_hrnet_patch.model']
 
 
 def test_hook_when_the_patch_fails(tmp_path):
@@ -143,7 +140,7 @@ def test_hook_after_a_find_spec_probe():
         print(hook.waiting(), hook.patched_timm(), type(timm.create_model('hrnet_w18_small')).__module__)
     ''', '-W', 'ignore', env=dict(os.environ, TIMM_HRNET_PATCH='1'))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ['True', 'False True timm_hrnet_patch.hrnet']
+    assert out.stdout.splitlines() == ['True', 'False True timm_hrnet_patch.model']
 
 
 def test_hook_with_two_finders():
@@ -159,4 +156,4 @@ def test_hook_with_two_finders():
         print(hook.waiting(), type(timm.create_model('hrnet_w18_small')).__module__)
     ''', '-W', 'ignore', env=dict(os.environ, TIMM_HRNET_PATCH='1'))
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.splitlines() == ['False timm_hrnet_patch.hrnet']
+    assert out.stdout.splitlines() == ['False timm_hrnet_patch.model']

@@ -5,8 +5,6 @@ import textwrap
 
 import pytest
 
-from target import skip_unless_package
-skip_unless_package()
 
 import timm  # noqa: E402
 import timm.models.hrnet as upstream  # noqa: E402
@@ -48,9 +46,9 @@ def test_import_order_and_no_overwrite_warning(first):
         warnings.filterwarnings('error', category=UserWarning)  # e.g. "Overwriting ... in registry"
         import {first}
         import {other}
-        import timm, timm_hrnet_patch.hrnet as patched
+        import timm, timm_hrnet_patch.hrnet as patched, timm_hrnet_patch.model as package_model
         m = timm.create_model('hrnet_w18_small', head='incre')
-        assert type(m) is patched.HighResolutionNet, type(m)
+        assert type(m) is package_model.HighResolutionNet, type(m)
         assert timm.models.hrnet_w18.__wrapped__ is patched.hrnet_w18
         assert timm.list_models('hrnet*') == sorted(set(timm.list_models('hrnet*')))
         print('ok', len(timm.list_models('hrnet*')), len(timm.list_pretrained('hrnet*')))

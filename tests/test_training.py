@@ -17,13 +17,13 @@ from hypothesis import given
 
 import strategies
 from common import HEADS, create, listed
-from target import hrnet
+from target import package_model
 
 pytestmark = pytest.mark.torch
 DOCS = Path(__file__).resolve().parents[1] / 'docs' / 'training.md'
 KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in HEADS] + [
     pytest.param(dict(features_only=True, feature_location=loc), id=f'features_only={loc!r}')
-    for loc in hrnet._FEATURE_LOCATIONS]
+    for loc in package_model._FEATURE_LOCATIONS]
 
 
 def tolerances() -> Dict[str, float]:

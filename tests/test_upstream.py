@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 
-from target import skip_unless_package
-skip_unless_package()  # with timm's own module under test, "upstream" is that same module
 
 import timm  # noqa: E402
 import strategies  # noqa: E402

@@ -6,18 +6,19 @@ hook (`_timm_hrnet_patch_hook`) imports it with timm, so scripts need no change;
 """
 import timm.models
 
-from . import hrnet
+from . import layouts, model
 from ._policy import ENTRYPOINTS, register
-from .features import HighResolutionNetFeatures  # timm's, with return_layers
-from .hrnet import HighResolutionNet, UnknownLayoutError, checkpoint_filter_fn
+from .features import HighResolutionNetFeatures
+from .layouts import UnknownLayoutError, checkpoint_filter_fn
+from .model import HighResolutionNet
 from .state_dict import full_state_dict
 
-# the package's public names for the model module's private tables (timm keeps them private)
-CHECKPOINT_LAYOUTS = hrnet._CHECKPOINT_LAYOUTS  # checkpoint layout name: CheckpointLayout (docs/checkpoints.md)
-FEATURE_LOCATIONS = hrnet._FEATURE_LOCATIONS  # valid features_only feature_location values
-HEAD_SPECS = hrnet._HEAD_SPECS  # head: what it builds and returns (docs/heads.md)
-HEADS = hrnet._HEADS  # valid head values
-map_checkpoint = hrnet._map_checkpoint  # a checkpoint of any layout in timm's keys
+# public names for the package modules' private tables
+CHECKPOINT_LAYOUTS = layouts._CHECKPOINT_LAYOUTS  # checkpoint layout name: CheckpointLayout (docs/checkpoints.md)
+FEATURE_LOCATIONS = model._FEATURE_LOCATIONS  # valid features_only feature_location values
+HEAD_SPECS = model._HEAD_SPECS  # head: what it builds and returns (docs/heads.md)
+HEADS = model._HEADS  # valid head values
+map_checkpoint = layouts._map_checkpoint  # a checkpoint of any layout in timm's keys
 
 register()  # the model module's entrypoints again, with the package's policy around them
 

@@ -14,14 +14,15 @@ from typing import Callable, Iterator, List, Optional, Tuple, TypeVar, Union
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 
 import timm.models
 import timm.layers
 from timm.models import _builder, _registry, resnet
 
 __all__ = [
-    'BasicBlock', 'Bottleneck', 'create_classifier', 'feature_take_indices', 'get_device_dtype', 'load_pretrained',
-    'register_model', 'weights_only_unpickling',
+    'BasicBlock', 'Bottleneck', 'checkpoint', 'create_classifier', 'feature_take_indices', 'get_device_dtype',
+    'load_pretrained', 'register_model', 'weights_only_unpickling',
 ]
 
 _Fn = TypeVar('_Fn', bound=Callable)
@@ -70,6 +71,13 @@ except ImportError:
             device = p.device if device is None else device
             dtype = p.dtype if dtype is None else dtype
         return {'device': device, 'dtype': dtype}
+
+try:
+    from timm.models._manipulate import checkpoint
+except ImportError:  # older timm
+    def checkpoint(function: Callable, *args, **kwargs):
+        """ timm's checkpoint helper: torch.utils.checkpoint.checkpoint, non-reentrant as timm's default."""
+        return torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=False, **kwargs)
 
 try:
     from timm.models._features import feature_take_indices

@@ -2,7 +2,8 @@
 upstream. It imports the model module (the series' end, which imports nothing of it) and registers each of its
 entrypoints again, under the same name, with this policy around it:
 
-- a features_only model is the package's HighResolutionNetFeatures (`features.py`: timm's, with return_layers);
+- it builds the package's models (`model.py`, and `features.py` for features_only), whose pretrained filter is the
+  checkpoint layouts' (`layouts.py`), with the model module's arch cfgs and pretrained cfgs;
 - each entrypoint takes `strict=` as an alias of timm's `pretrained_strict=`, refuses in_chans and num_classes values
   that are not counts with a ValueError, and checks each input tensor (`check_input`) before the model's forward;
 - a pretrained model is built without weights, on the meta device (no random init for the checkpoint to overwrite;
@@ -17,7 +18,7 @@ import os
 import pickle
 import zipfile
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import safetensors
 
@@ -25,10 +26,10 @@ import torch
 import torch.nn as nn
 
 from timm.models import _builder
-from . import features, hrnet
+from . import features, hrnet, layouts, model as package_model
 from ._compat import load_pretrained, outside_dynamo, register_model, weights_only_unpickling
-from .hrnet import (
-    _CLASSIFIER_MODULES, _HEAD_SPECS, UnknownLayoutError, _format_keys, _map_checkpoint, _unbuilt_prefixes)
+from .layouts import UnknownLayoutError, _format_keys, _map_checkpoint
+from .model import _CLASSIFIER_MODULES, _HEAD_SPECS, _unbuilt_prefixes
 
 __all__ = ['ENTRYPOINTS', 'register', 'with_policy', 'check_input', 'check_values', 'head_hint']
 
@@ -37,8 +38,51 @@ _STRICT_HINT = ' Pass pretrained_strict=False (alias strict=False) to load it an
 _ALIAS_HINT = ' Its alias is strict=False.'
 
 
+# the model module's entrypoints that build another variant's arch cfg: (that variant, their kwargs' defaults)
+_CFG_VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
+    'hrnet_w18_ssld': ('hrnet_w18', dict(head_conv_bias=False)),
+    'hrnet_w48_ssld': ('hrnet_w48', dict(head_conv_bias=False)),
+}
+
+
+def create_hrnet(variant: str, pretrained: bool = False, **model_kwargs) -> nn.Module:
+    """ The package's model of `variant`, built as the model module's `_create_hrnet` builds timm's: with timm's
+    builder, from the same arch cfg and pretrained cfgs. Pretrained weights load strictly for every head and
+    features_only through the checkpoint layouts' filter; `pretrained_strict=False` allows a loose load."""
+    cfg_variant, defaults = _CFG_VARIANTS.get(variant, (variant, {}))
+    model_kwargs = {**defaults, **model_kwargs}
+    model_cls = package_model.HighResolutionNet
+    features_mode = ''
+    kwargs_filter = None
+    if model_kwargs.pop('features_only', False):
+        if 'feature_cls' in model_kwargs or 'feature_cls' in model_kwargs.get('feature_cfg', {}):
+            # generic feature wrapper (e.g. 'getter' via forward_intermediates) around the base model
+            features_mode = 'cfg'
+        else:
+            model_cls = features.HighResolutionNetFeatures
+            kwargs_filter = ('num_classes', 'global_pool')
+            features_mode = 'cls'
+    pretrained_strict = model_kwargs.pop('pretrained_strict', True)
+    model = _builder.build_model_with_cfg(
+        model_cls,
+        variant,
+        pretrained,
+        model_cfg=hrnet.cfg_cls[cfg_variant],
+        pretrained_strict=pretrained_strict,
+        pretrained_filter_fn=functools.partial(layouts.checkpoint_filter_fn, strict=pretrained_strict),
+        kwargs_filter=kwargs_filter,
+        features_only=features_mode == 'cfg',
+        **model_kwargs,
+    )
+    if features_mode == 'cls':
+        model.pretrained_cfg = _builder.pretrained_cfg_for_features(model.default_cfg)
+        model.default_cfg = model.pretrained_cfg  # backwards compat
+    return model
+
+
 def with_policy(fn: Callable) -> Callable:
-    """ The model module's entrypoint `fn` with the package's argument and input checks and pretrained loading."""
+    """ The model module's entrypoint `fn` (its name, signature and pretrained cfgs), building the package's model
+    (create_hrnet) with the package's argument and input checks and pretrained loading."""
 
     @functools.wraps(fn)
     def entrypoint(pretrained: bool = False, **kwargs) -> nn.Module:
@@ -52,9 +96,7 @@ def with_policy(fn: Callable) -> Callable:
             raise ValueError(f'HRNet in_chans must be a positive int, got {in_chans!r}.')
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f'HRNet num_classes must be an int >= 0 (0: no classifier), got {num_classes!r}.')
-        model = _build_pretrained(fn, **kwargs) if pretrained else fn(False, **kwargs)
-        if type(model) is hrnet.HighResolutionNetFeatures:  # the same modules, with return_layers (features.py)
-            model.__class__ = features.HighResolutionNetFeatures
+        model = _build_pretrained(fn.__name__, **kwargs) if pretrained else create_hrnet(fn.__name__, **kwargs)
         model.register_forward_pre_hook(check_input)
         return model
 
@@ -83,7 +125,7 @@ def _checked_filter(strict: bool) -> Callable:
 
     def checked(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
         try:
-            filtered = hrnet.checkpoint_filter_fn(state_dict, model, strict=strict)
+            filtered = layouts.checkpoint_filter_fn(state_dict, model, strict=strict)
         except UnknownLayoutError:
             raise
         except RuntimeError as e:  # the filter's only other error: keys that do not match the model
@@ -98,20 +140,20 @@ def _hrnet_of(model: nn.Module) -> Optional[nn.Module]:
     """ The HRNet whose state dict is the checkpoint's: the model, or the one a timm feature wrapper holds as `model`
     (feature_cls='getter'); None for wrappers that rename its modules (FeatureDictNet, FeatureHookNet)."""
     for m in (model, getattr(model, 'model', None)):
-        if isinstance(m, hrnet.HighResolutionNet):
+        if isinstance(m, package_model.HighResolutionNet):
             return m
     return None
 
 
-def _build_pretrained(fn: Callable, **kwargs) -> nn.Module:
-    """ fn's model with pretrained weights, as timm's build_model_with_cfg loads them, with the package's checks.
+def _build_pretrained(variant: str, **kwargs) -> nn.Module:
+    """ The variant's model with pretrained weights, as timm's build_model_with_cfg loads them, with the package's
+    checks.
 
     The model is built without weights (on the meta device unless a device is given), then loaded through timm's
     load_pretrained, taking the checkpoint's tensors (cast to the model's dtypes). Whatever the load leaves on meta (a
     resized classifier, keys a loose load lacked) is materialised on the CPU and initialised as a fresh build does:
     reset_parameters(), and convolutions as HighResolutionNet.init_weights does.
     """
-    variant = fn.__name__
     pretrained_cfg = _builder.resolve_pretrained_cfg(
         variant,
         pretrained_cfg=kwargs.get('pretrained_cfg'),
@@ -121,11 +163,11 @@ def _build_pretrained(fn: Callable, **kwargs) -> nn.Module:
         check_weights_file(str(pretrained_cfg.file), variant)
     on_meta = kwargs.get('device') is None
     with torch.device('meta') if on_meta else nullcontext():
-        model = fn(False, **kwargs)
+        model = create_hrnet(variant, **kwargs)
     base = _hrnet_of(model)
     if base is None:  # timm's own path: its wrapper takes the modules of an HRNet loaded first
         with weights_only_unpickling(variant):
-            return fn(True, **kwargs)
+            return create_hrnet(variant, True, **kwargs)
     strict = kwargs.get('pretrained_strict', True)
     with _assigning_load(base) if on_meta else nullcontext(), weights_only_unpickling(variant):
         load_pretrained(
@@ -243,7 +285,7 @@ def head_hint(checkpoint: Dict[str, Any], model: nn.Module) -> str:
         return ''
     hint = f' It has the modules of head={fits[0]!r}' + (
         f' (also fits {", ".join(repr(h) for h in fits[1:])})' if fits[1:] else '')
-    if isinstance(model, hrnet.HighResolutionNetFeatures):
+    if isinstance(model, features.HighResolutionNetFeatures):
         spec = _HEAD_SPECS[fits[0]]
         hint += (f": with features_only, use feature_location={'incre' if spec.incre else ''!r}, "
                  f"out_indices={(0, *(b + 1 for b in spec.branches))}.")

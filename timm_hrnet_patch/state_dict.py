@@ -10,7 +10,7 @@ from typing import Dict
 
 import torch
 
-from .hrnet import HighResolutionNet
+from .model import HighResolutionNet
 
 __all__ = ['full_state_dict']
 

@@ -127,7 +127,7 @@ def upstream_files(timm_src: Path) -> Dict[str, str]:
     with tempfile.TemporaryDirectory() as tmp:
         tree = series_tree(timm_src, Path(tmp))
         files = {path: (tree / path).read_text() for path in SERIES_PATHS}
-    ours = upstream_module((_HERE / 'hrnet.py').read_text(), (Path(timm_src) / MODULE_PATH).read_text())
+    ours = upstream_module((_HERE / 'hrnet.py').read_text(), files[MODULE_PATH])  # the series' own import block
     if files[MODULE_PATH] != ours:
         drift = ''.join(list(difflib.unified_diff(
             files[MODULE_PATH].splitlines(keepends=True), ours.splitlines(keepends=True),

@@ -1,5 +1,5 @@
-""" Set up `tox -e upstream`: the upstream series applied to the timm sdist step by step, each step tested, then
-the patched timm installed, with synthetic weights to load offline.
+""" `tox -e upstream`: the upstream series applied to the timm sdist step by step, each step tested with timm's own
+tests, with synthetic weights to load offline.
 
     python tools/upstream_env.py WORKDIR LOG_DIR CACHE_DIR
 
@@ -22,9 +22,6 @@ the patched timm installed, with synthetic weights to load offline.
    this harness, the env's packages and settings) takes that run's results (and the last step's junit file) from
    CACHE_DIR instead of running again, and its line says so (the junit file as LOG_DIR/junit-timm-models-cached.xml,
    which tools/ci_summary.py counts as cached). With every step cached, nothing is served either.
-4. pip installs the fully patched tree (no deps) into WORKDIR/patched-timm, which tox puts on PYTHONPATH, and
-   checks a new process imports it from there: the env's own timm stays the release's, so the next run serves its
-   checkpoints and keys its cache on the release again. tox then runs this project's suite against timm's module.
 """
 import hashlib
 import importlib.util
@@ -250,15 +247,6 @@ def main(workdir: Path, log_dir: Path, cache_dir: Path) -> None:
     for path, text in expected.items():
         if (src / path).read_text() != text:
             raise SystemExit(f'error: the series left {src / path} unlike the patched file')
-    target = workdir / 'patched-timm'
-    if str(target) not in os.environ.get('PYTHONPATH', '').split(os.pathsep):
-        raise SystemExit(f'error: {target} is not on PYTHONPATH (tox.ini sets it), the suite would test the release')
-    _run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', target, src])
-    installed = subprocess.run([sys.executable, '-c', 'import timm.models.hrnet as m; print(m.__file__)'],
-                               cwd=workdir, capture_output=True, text=True, check=True).stdout.strip()
-    if Path(installed) != target / MODULE_PATH or Path(installed).read_text() != (src / MODULE_PATH).read_text():
-        raise SystemExit(f'error: a new process imports {installed}, not the patched {target / MODULE_PATH}')
-    print(f'installed the patched timm: {installed}')
 
 
 if __name__ == '__main__':
