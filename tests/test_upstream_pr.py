@@ -207,3 +207,13 @@ def test_finding_pip_leaves_distutils_to_setuptools():
     run = [subprocess.run([sys.executable, '-c', code.format(pre)], capture_output=True, text=True, check=True)
            for pre in ('', 'from timm_hrnet_patch import upstream; upstream._pip(); ')]
     assert run[1].stdout == run[0].stdout, (run[0].stdout, run[1].stdout)
+
+
+def test_changed_tests_sees_a_generic_tests_new_parametrization():
+    """ The harness proves a step's generic-test changes too: a new parametrization or body counts, nothing else."""
+    old = ("@pytest.mark.parametrize('m', ['a'])\ndef test_generic(m):\n    pass\n\n\n"
+           "def test_same():\n    pass\n\n\ndef helper():\n    pass\n")
+    new = old.replace("['a']", "['a', 'hrnet_w18_small']").replace('helper():\n    pass', 'helper():\n    x = 1')
+    assert upstream.changed_tests(old, new) == ['test_generic']
+    assert upstream.changed_tests(old, new + '\n\ndef test_new():\n    pass\n') == ['test_generic', 'test_new']
+    assert upstream.changed_tests(old, old) == []

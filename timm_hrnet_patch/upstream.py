@@ -207,3 +207,15 @@ def added_lines(patch: Path) -> Dict[str, Set[int]]:
 def added_tests(patch: Path) -> List[str]:
     """ Names of the test functions a patch adds to timm's tests."""
     return re.findall(r'^\+def (test_\w+)\(', patch.read_text(), re.M)
+
+
+def changed_tests(old: str, new: str) -> List[str]:
+    """ Names of the test functions of a test file's source `new` that `old` lacks or has otherwise, decorators (a
+    generic test's parametrization) included."""
+    def tests(source: str) -> Dict[str, str]:
+        lines = source.splitlines()
+        functions = [n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name.startswith('test_')]
+        return {n.name: '\n'.join(lines[min([n.lineno] + [d.lineno for d in n.decorator_list]) - 1:n.end_lineno])
+                for n in functions}
+    before, after = tests(old), tests(new)
+    return [name for name, text in after.items() if before.get(name) != text]

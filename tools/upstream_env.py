@@ -14,7 +14,8 @@ tests, with synthetic weights to load offline.
      where a test is parametrized over the variants); on the last step, timm's hrnet tests of every variant (the
      series' tests and the pretrained tests included), whose junit file goes to LOG_DIR (junit-timm-models.xml,
      the env's counts);
-   - on the step before, with this step's test file: the tests this step adds (likewise). Each of them must fail
+   - on the step before, with this step's test file: the tests this step adds or changes (a generic test's
+     parametrization or body included), in their hrnet_w18_small and test_hrnet_* cases. Each of them must fail
      there in at least one of its cases, so that the step's tests prove its change.
    The runs of all steps go to a queue, run two at a time (a core each), longest first; the last step's, the
    longest, then runs on two xdist workers. Then prints a line per step and writes WORKDIR/series-steps.json.
@@ -129,11 +130,12 @@ def _cached(cache_dir: Path, step: int, key: str) -> Optional[dict]:
 
 def run_steps(src: Path, workdir: Path, log_dir: Path, cache_dir: Path, patches: List[Path], keys: List[str],
               cached: Dict[int, Optional[dict]]) -> List[dict]:
-    from timm_hrnet_patch.upstream import added_tests, git_apply, patch_stats
+    from timm_hrnet_patch.upstream import added_tests, changed_tests, git_apply, patch_stats
 
     # runs: (step, 'step' | 'before', tree, -k selection, junit file), queued; last: the last step's 'step' run
     so_far, runs, last = [], [], None
     added = {}  # step: the test functions its patch adds
+    changed = {}  # step: the test functions its patch adds or changes
     findings = []  # flake8's, on the lines the patches add
     for i, patch in enumerate(patches, 1):
         if cached.get(i):  # its trees are not needed, only the series' tree and test names
@@ -146,16 +148,17 @@ def run_steps(src: Path, workdir: Path, log_dir: Path, cache_dir: Path, patches:
         print(f'+ git apply {patch.name} (in {src})', flush=True)
         git_apply(patch, src)
         findings += lint_step(src, patch)
+        new = changed[i] = changed_tests(
+            (prev / 'tests' / 'test_models.py').read_text(), (src / 'tests' / 'test_models.py').read_text())
         shutil.copy(src / 'tests' / 'test_models.py', prev / 'tests' / 'test_models.py')
-        new = added[i] = added_tests(patch)
-        so_far += new
+        so_far += added.setdefault(i, added_tests(patch))
         tree = _tree(src, workdir / f'step-{i}')
         if i < len(patches):  # the series' tests of one variant too ('hrnet_w' is in the ids of those over variants)
             runs.append((i, 'step', tree, f"({STEP_FILTER}) or (({' or '.join(so_far)}) and "
                                           f"(not hrnet_w or hrnet_w18_small))", workdir / f'step-{i}.xml'))
         else:  # timm's hrnet tests of every variant ('hrnet' is in every hrnet test's id)
             last = (i, 'step', tree, 'hrnet', log_dir / 'junit-timm-models.xml')
-        runs.append((i, 'before', prev, f"({' or '.join(new)}) and (not hrnet_w or hrnet_w18_small)",
+        runs.append((i, 'before', prev, f"({' or '.join(new)}) and (hrnet_w18_small or test_hrnet_)",
                      workdir / f'step-{i}-before.xml'))
 
     print(f'flake8 --max-line-length 120 on the lines the {len(patches)} patches add: {len(findings)} findings',
@@ -191,7 +194,7 @@ def run_steps(src: Path, workdir: Path, log_dir: Path, cache_dir: Path, patches:
     steps = []
     for i, patch in enumerate(patches, 1):
         (step, returncode), (before, _) = results[i, 'step'], results[i, 'before']
-        new = added[i]
+        new = changed[i] if i in changed else cached[i]['changed_tests']
         record = {
             'step': i, 'patch': patch.name, 'title': patch_stats(patch)['title'], 'applied': True,
             'timm_tests': {'passed': sum(map(sum, step.values())),
@@ -203,20 +206,21 @@ def run_steps(src: Path, workdir: Path, log_dir: Path, cache_dir: Path, patches:
         fails = ', '.join(f"{t} {n['fail_before']}/{n['cases']}" for t, n in record['new_tests'].items())
         reused = f" (cached: a run of {cached[i]['date']} with the same inputs)" if cached.get(i) else ''
         print(f"step {i} {patch.name}: applied; step's tests {record['timm_tests']['passed']} passed, "
-              f"{record['timm_tests']['failed']} failed; new tests failing on step {i - 1}: {fails}{reused}", flush=True)
+              f"{record['timm_tests']['failed']} failed; new or changed tests failing on step {i - 1}: {fails}{reused}",
+              flush=True)
         if returncode:
             raise SystemExit(f"error: step {i}'s tests failed, see {junits[i, 'step'].with_suffix('.log')}")
         proved = [t for t, n in record['new_tests'].items() if n['fail_before'] == 0]
         if proved:
-            raise SystemExit(f'error: step {i} adds tests that pass on step {i - 1} in every case (they prove nothing '
-                             f"of its change): {proved}, see {workdir / f'step-{i}-before.log'}")
+            raise SystemExit(f'error: step {i} adds or changes tests that pass on step {i - 1} in every case '
+                             f"(they prove nothing of its change): {proved}, see {workdir / f'step-{i}-before.log'}")
         if not cached[i]:
             cache_dir.mkdir(parents=True, exist_ok=True)
             if i == len(patches):
                 shutil.copy(log_dir / 'junit-timm-models.xml', cache_dir / 'timm-models.xml')
             (cache_dir / f'step-{i}.json').write_text(json.dumps({
                 'key': keys[i - 1], 'date': datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-                'step': step, 'before': before}))
+                'step': step, 'before': before, 'changed_tests': new}))
     (workdir / 'series-steps.json').write_text(json.dumps(steps, indent=1))
     return steps
 
