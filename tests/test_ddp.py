@@ -1,5 +1,5 @@
 """ DistributedDataParallel with find_unused_parameters=False: every head and a partial features_only trains,
-with and without gradient checkpointing.
+with and without gradient checkpointing, and with frozen stages.
 
 Two CPU processes (gloo) run every case in one process group, two training steps each: DDP raises in the second
 step's forward when a parameter got no gradient in the first. After each step the ranks compare their gradients.
@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 import timm
+from timm.utils.model import freeze
 
 from common import HEADS, listed
 
@@ -31,6 +32,11 @@ CASES.update({
     "head='concat' grad checkpointing": dict(head='concat', grad_checkpointing=True),
     "features_only incre out_indices=(1, 2) grad checkpointing": dict(
         features_only=True, out_indices=(1, 2), grad_checkpointing=True),
+    # frozen stages (test_freeze.py): timm's freeze of the stem and layer1, DeepLabCut's eval-mode BatchNorm
+    "head='concat' stem and layer1 frozen (timm.utils.freeze) grad checkpointing": dict(
+        head='concat', freeze='stem', grad_checkpointing=True),
+    "features_only incre out_indices=(1, 2) BatchNorm in eval mode": dict(
+        features_only=True, out_indices=(1, 2), freeze='eval_bn'),
 })
 CONTROL = 'control: a parameter forward never uses'
 _TIMEOUT_S = 600
@@ -40,8 +46,15 @@ def _train(kwargs: Dict, rank: int, control: bool = False) -> Dict:
     torch.manual_seed(0)  # the same initial weights on both ranks, as DDP's broadcast would make them
     kwargs = dict(kwargs)
     grad_checkpointing = kwargs.pop('grad_checkpointing', False)
+    frozen = kwargs.pop('freeze', None)
     model = timm.create_model('hrnet_w18_small', **kwargs)
     model.set_grad_checkpointing(grad_checkpointing)
+    if frozen == 'stem':
+        freeze(model, ['conv1', 'bn1', 'conv2', 'bn2', 'layer1'])
+    elif frozen == 'eval_bn':
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
     if control:
         model.unused = torch.nn.Linear(1, 1)
     ddp = DistributedDataParallel(model, find_unused_parameters=False)
@@ -51,7 +64,7 @@ def _train(kwargs: Dict, rank: int, control: bool = False) -> Dict:
         x = torch.randn(2, 3, 64 + 8 * step, 72, generator=torch.Generator().manual_seed(10 * rank + step))
         optimizer.zero_grad()
         sum(o.float().mean() for o in listed(ddp(x))).backward()
-        result['unused'] = [n for n, p in model.named_parameters() if p.grad is None]
+        result['unused'] = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
         flat = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
         gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
         dist.all_gather(gathered, flat)
