@@ -122,7 +122,7 @@ def test_install_overrides_timm(kind, tmp_path, monkeypatch):
                  'print(sum(isinstance(f, h._TimmFinder) for f in sys.meta_path))']) == '1'
     # `import timm` alone gives the patched model, from the package installed here; switched off, timm's own
     built, where = _run([py, '-W', 'ignore', '-c', BUILD + WHERE]).splitlines()
-    assert built == 'timm_hrnet_patch.hrnet True' and where.startswith('True '), (built, where)
+    assert built == 'timm_hrnet_patch.model True' and where.startswith('True '), (built, where)
     installed_from = src if kind == 'editable' else site
     assert all(Path(p).is_relative_to(installed_from) for p in where.split()[1:]), where
     assert _run([py, '-W', 'ignore', '-c', BUILD], TIMM_HRNET_PATCH='0') == 'timm.models.hrnet False'
