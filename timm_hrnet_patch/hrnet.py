@@ -974,23 +974,11 @@ class HighResolutionNet(nn.Module):
             List of indices that were kept.
         """
         take_indices, max_index = feature_take_indices(self.num_branches + 1, indices)
-        prune_end = max_index == 0  # only the stem remains, otherwise the output is the list of branch outputs
-        if prune_end:
-            # all branch outputs (indices 1-4) depend on the full trunk, it can only be dropped as a whole
-            for n in (
-                    'conv2', 'bn2', 'act2', 'layer1',
-                    'transition1', 'stage2', 'transition2', 'stage3', 'transition3', 'stage4',
-            ):
-                setattr(self, n, nn.Identity())
+        if max_index == 0:
             # features now end at the stem tap, the head is sized for the final features so it goes too
             self.num_features = self.head_hidden_size = self.feature_info[0]['num_chs']
         if prune_head or max_index < self.num_branches:
-            for i in range(self.num_branches):
-                if i + 1 not in take_indices:
-                    if not prune_end:
-                        self.stage4[-1].fuse_layers[i] = nn.Identity()
-                    if self.incre_modules is not None:
-                        self.incre_modules[i] = nn.Identity()
+            self._prune_branches(take_indices)
             # the aggregation head (downsample + final_layer) only feeds the classifier and needs every branch,
             # forward_features returns the branch outputs list (or the stem) without it, same as the non
             # classification heads, which have no pooling / dropout / classifier modules
@@ -1001,6 +989,27 @@ class HighResolutionNet(nn.Module):
             self.head_drop = nn.Identity()
             self.classifier = nn.Identity()
         return take_indices
+
+    def _prune_branches(self, take_indices: List[int]) -> None:
+        """Replace the modules that only the branch outputs not taken use with nn.Identity.
+
+        Args:
+            take_indices: Feature indices taken, 0 the stem and 1-4 the branch outputs.
+        """
+        stem_only = max(take_indices) == 0
+        if stem_only:
+            # all branch outputs (indices 1-4) depend on the full trunk, it can only be dropped as a whole
+            for n in (
+                    'conv2', 'bn2', 'act2', 'layer1',
+                    'transition1', 'stage2', 'transition2', 'stage3', 'transition3', 'stage4',
+            ):
+                setattr(self, n, nn.Identity())
+        for i in range(self.num_branches):
+            if i + 1 not in take_indices:
+                if not stem_only:
+                    self.stage4[-1].fuse_layers[i] = nn.Identity()
+                if self.incre_modules is not None:
+                    self.incre_modules[i] = nn.Identity()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the weights of modules that prune_intermediate_layers replaced are dropped, a whole model's state dict loads
@@ -1063,7 +1072,7 @@ class HighResolutionNetFeatures(HighResolutionNet):
         )
         self.feature_info = FeatureInfo(self.feature_info, out_indices)
         self._out_idx = {f['index'] for f in self.feature_info.get_dicts()}
-        self.prune_intermediate_layers(sorted(self._out_idx))
+        self._prune_branches(sorted(self._out_idx))
 
     def forward_features(self, x):
         assert False, 'Not supported'

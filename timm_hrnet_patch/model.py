@@ -229,18 +229,11 @@ class HighResolutionNet(hrnet.HighResolutionNet):
             self.num_classes = 0
 
     def _keep_branches(self, outputs: Sequence[int]) -> None:
-        """ Replace the modules that only the final-stage outputs not in `outputs` use by an nn.Identity: their
-        incre modules and fuse layers, or the whole trunk when no output is taken."""
-        for b in set(self.branch_outputs) - set(outputs):
-            if self.incre_modules is not None:
-                self.incre_modules[b] = nn.Identity()
-            if outputs:
-                self.stage4[-1].fuse_layers[b] = nn.Identity()
+        """ Keep only what the final-stage outputs in `outputs` use: the model module's _prune_branches (their fuse
+        layers and incre modules, or the whole trunk when no output is taken, replaced by nn.Identity)."""
+        self._prune_branches([0] + [b + 1 for b in outputs])
         if outputs:
             self.stage4[-1].outputs = tuple(outputs)
-        else:
-            for n in _TRUNK:
-                setattr(self, n, nn.Identity())
         self.branch_outputs = tuple(outputs)
 
     @torch.jit.ignore

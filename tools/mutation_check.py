@@ -75,8 +75,8 @@ MUTANTS: List[Mutant] = [
            '        self.num_branches = len(self.feature_info) - 1  # final stage branches, feature taps are the stem '
            '+ branches\n'
            '        self.head_channels = [', '        self.head_channels = [', 'tests/test_dropin.py'),
-    Mutant('every parameter used: only the taken outputs get fuse layers', _PM,
-           '                self.stage4[-1].fuse_layers[b] = nn.Identity()\n', '                pass\n',
+    Mutant('every parameter used: only the taken outputs get fuse layers', _M,
+           '                    self.stage4[-1].fuse_layers[i] = nn.Identity()\n', '                    pass\n',
            'tests/test_heads.py'),
     Mutant('negative out_indices select from the end', _F,
            'out_indices = tuple(sorted(i % num_taps for i in out_indices))',
