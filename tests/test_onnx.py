@@ -38,11 +38,12 @@ def _export(model: torch.nn.Module, path: str, exporter: str) -> None:
         warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation, tracer warnings
         if exporter == 'dynamo':
             dim = torch.export.Dim.DYNAMIC
-            torch.onnx.export(model, (x,), path, dynamo=True, dynamic_shapes=({0: dim, 2: dim, 3: dim},), input_names=['x'])
+            torch.onnx.export(
+                model, (x,), path, dynamo=True, dynamic_shapes=({0: dim, 2: dim, 3: dim},), input_names=['x'])
         else:
             torch.onnx.export(
-                model, (x,), path, dynamo=False, input_names=['x'], dynamic_axes={'x': {0: 'batch', 2: 'height', 3: 'width'}},
-                opset_version=17)
+                model, (x,), path, dynamo=False, input_names=['x'], opset_version=17,
+                dynamic_axes={'x': {0: 'batch', 2: 'height', 3: 'width'}})
 
 
 def _eager(model: torch.nn.Module, x: torch.Tensor) -> list:
