@@ -219,6 +219,7 @@ def trained_models(draw) -> Tuple[Dict, Optional[Tuple[int, ...]]]:
         return dict(kind, out_indices=draw(out_indices)), None
     return kind, draw(st.none() | st.lists(st.integers(0, 4), min_size=1, max_size=4, unique=True).map(tuple))
 
+
 # every configuration timm's own HRNet has (the releases' `hrnet_*` kwargs): its heads, num_classes=0, and
 # features_only with each non-empty out_indices subset at each feature_location, every other subset written with
 # negative indices (-5 is the stem, -1 stride 32)

@@ -1,5 +1,6 @@
 """ CI: .ci/run runs README's two commands; the GitHub Actions workflow, which cannot run here, passes actionlint
-(from the test extra), and a broken copy of it does not, so the lint is real."""
+(from the test extra), and a broken copy of it does not, so the lint is real; the project's Python passes flake8 at
+timm's line length."""
 import re
 import shutil
 import subprocess
@@ -8,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-WORKFLOW = Path(__file__).resolve().parents[1] / '.github' / 'workflows' / 'tests.yml'
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / '.github' / 'workflows' / 'tests.yml'
+# the model module is timm's file: tox -e upstream lints the lines the series adds to it, as timm's own lines have
+# findings of their own
+FLAKE8 = [sys.executable, '-m', 'flake8', '--max-line-length', '120', '--exclude', 'timm_hrnet_patch/hrnet.py']
 ACTIONLINT = shutil.which('actionlint') or shutil.which('actionlint', path=str(Path(sys.executable).parent))
 
 
@@ -21,6 +26,16 @@ def _lint(path: Path) -> subprocess.CompletedProcess:
 def test_workflow_passes_actionlint():
     done = _lint(WORKFLOW)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_code_passes_flake8(tmp_path):
+    paths = ['timm_hrnet_patch', 'tests', 'tools', 'benchmarks', '_timm_hrnet_patch_hook.py']
+    done = subprocess.run(FLAKE8 + paths, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    long_line = tmp_path / 'long.py'
+    long_line.write_text('x = 1  # ' + 'x' * 120 + '\n')
+    done = subprocess.run(FLAKE8 + [str(long_line)], capture_output=True, text=True)
+    assert done.returncode == 1 and 'E501' in done.stdout, done.stdout + done.stderr
 
 
 def test_actionlint_catches_a_broken_workflow(tmp_path):

@@ -28,7 +28,8 @@ def test_construction_kwargs(variant, pretrained, device):
     @strategies.for_case(variant, pretrained, device)
     @given(kwargs=strategies.construction_kwargs(), data=st.data())
     def check(kwargs, data):
-        head, num_classes, global_pool, in_chans = (kwargs[k] for k in ('head', 'num_classes', 'global_pool', 'in_chans'))
+        head, num_classes, global_pool, in_chans = (
+            kwargs[k] for k in ('head', 'num_classes', 'global_pool', 'in_chans'))
         model = create(variant, pretrained, **kwargs).to(device)
         spec = data.draw(strategies.inputs(chans=in_chans, high=96))
         if head == 'classification' and num_classes and not global_pool:  # builds as timm's, cannot classify
@@ -207,8 +208,8 @@ def test_forward_intermediates(head):
 
 
 # (head, tap index): every head, at the stem, at a middle tap and at its last tap
-PRUNE_CASES = sorted({(h, i) for h in HEADS for i in (0, len(CONTRACT[h]['branches']) // 2 + 1,
-                                                        len(CONTRACT[h]['branches']))})
+PRUNE_CASES = sorted({
+    (h, i) for h in HEADS for i in (0, len(CONTRACT[h]['branches']) // 2 + 1, len(CONTRACT[h]['branches']))})
 
 
 @pytest.mark.parametrize('head,index', PRUNE_CASES)
@@ -305,8 +306,8 @@ def test_fx_symbolic_trace(head):
 
 def test_features_return_layers():
     """ The package's features_only model (features.py) follows timm's FeatureDictNet protocol, as transformers'
-    TimmBackbone uses it: return_layers picks the maps by module name, in feature order, None in the slot of a map the model was not built for; None goes back to out_indices; a
-    name that is not a feature module raises."""
+    TimmBackbone uses it: return_layers picks the maps by module name, in feature order, None in the slot of a map
+    the model was not built for; None goes back to out_indices; a name that is not a feature module raises."""
     model = timm.create_model('hrnet_w18_small', features_only=True, out_indices=(1, 3, 4)).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

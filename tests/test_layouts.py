@@ -385,8 +385,8 @@ def test_release_keys(release):
     """ The keys of a model built by the release's own code map onto exactly timm's model: every key, every shape."""
     layout, variant, head = RELEASES[release]
     with gzip.open(RELEASE_KEYS / f'{release}.txt.gz', 'rt') as f:
-        shapes = {k: tuple(int(d) for d in dims.split(',') if d) for k, dims in (line.split(' ') for line in
-                                                                               f.read().splitlines())}
+        lines = f.read().splitlines()
+        shapes = {k: tuple(int(d) for d in dims.split(',') if d) for k, dims in (line.split(' ') for line in lines)}
     state = {k: torch.empty(shape, device='meta') for k, shape in shapes.items()}
     detected, mapped, notes = layouts._map_checkpoint(state)
     assert detected.name == layout

@@ -4,8 +4,9 @@ The matrix is explicit parametrization, so no combination is left to chance. Eac
 the synthetic checkpoint strictly through timm's offline hub path when pretrained, and checks every loaded tensor.
 Hypothesis then draws the values around the case (batch, any input size in 16-256, 16-96 for the wide variants,
 dtype on CUDA), with examples seeded by the case under the 'ci' profile (fewer for the wide variants, see
-strategies.for_case); forward's shapes are checked on each. forward_features + forward_head and forward_intermediates, each a forward more, are checked against
-forward on one more input per case, of odd sides (strategies.ODD_INPUT).
+strategies.for_case); forward's shapes are checked on each. forward_features + forward_head and
+forward_intermediates, each a forward more, are checked against forward on one more input per case, of odd sides
+(strategies.ODD_INPUT).
 """
 import copy
 from typing import List

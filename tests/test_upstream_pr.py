@@ -194,7 +194,8 @@ def test_series_cache_keys_follow_their_inputs(tmp_path, monkeypatch):
     (tmp_path / 'cache').mkdir()
     (tmp_path / 'cache' / 'step-2.json').write_text(json.dumps({'key': keys[1], 'step': {}, 'before': {}}))
     assert env._cached(tmp_path / 'cache', 2, keys[1])['key'] == keys[1]
-    assert env._cached(tmp_path / 'cache', 2, changed[1]) is None and env._cached(tmp_path / 'cache', 1, keys[0]) is None
+    assert env._cached(tmp_path / 'cache', 2, changed[1]) is None
+    assert env._cached(tmp_path / 'cache', 1, keys[0]) is None
 
 
 def test_finding_pip_leaves_distutils_to_setuptools():

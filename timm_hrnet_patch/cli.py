@@ -28,7 +28,6 @@ from . import (
     map_checkpoint, upstream as pr)
 
 
-
 # ---- check ----
 
 def _cached_weights(variant: str) -> Optional[str]:

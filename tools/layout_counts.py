@@ -16,7 +16,7 @@ def main(variant: str) -> None:
     from common import expected_state
     from target import layouts
     t.VARIANT = variant
-    print(f'| layout | head | keys in file | renamed | same name | dropped | zero biases added | loaded |')
+    print('| layout | head | keys in file | renamed | same name | dropped | zero biases added | loaded |')
     print('|---|---|---|---|---|---|---|---|')
     for layout in t.LAYOUTS:
         foreign = t.foreign_checkpoint(layout)

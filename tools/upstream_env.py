@@ -9,7 +9,8 @@ tests, with synthetic weights to load offline.
    WORKDIR/timm-<version>.
 3. Applies the series' patches one at a time (`git apply --check`, then `git apply`: each must apply cleanly), runs
    flake8 at timm's line length (120) on the files each changes, where a finding on a line the patch adds is an
-   error (timm's files have findings of their own), and keeps a copy of the tree at each step. Each step gets two runs of timm's tests/test_models.py from its tree:
+   error (timm's files have findings of their own), and keeps a copy of the tree at each step. Each step gets two
+   runs of timm's tests/test_models.py from its tree:
    - on the step: timm's tests of hrnet_w18_small, and every test the series has added so far (for that variant,
      where a test is parametrized over the variants); on the last step, timm's hrnet tests of every variant (the
      series' tests and the pretrained tests included), whose junit file goes to LOG_DIR (junit-timm-models.xml,
@@ -164,7 +165,8 @@ def run_steps(src: Path, workdir: Path, log_dir: Path, cache_dir: Path, patches:
     print(f'flake8 --max-line-length 120 on the lines the {len(patches)} patches add: {len(findings)} findings',
           flush=True)
     if findings:
-        raise SystemExit('error: flake8 (line length 120, as timm) on the lines the series adds:\n' + '\n'.join(findings))
+        raise SystemExit(
+            'error: flake8 (line length 120, as timm) on the lines the series adds:\n' + '\n'.join(findings))
 
     def run(job, workers: int = 0):  # (outcomes, return code) of one run
         junit = job[4]
@@ -233,8 +235,9 @@ def main(workdir: Path, log_dir: Path, cache_dir: Path) -> None:
     if timm.__version__ != SDIST_VERSION:
         raise SystemExit(f'error: the env has timm {timm.__version__}, the series is made against {SDIST_VERSION}')
     if Path(timm.models.hrnet.__file__).read_text() != (fetch_sdist(SDIST_VERSION) / MODULE_PATH).read_text():
-        raise SystemExit(f"error: the env's {timm.models.hrnet.__file__} is not the release's (a version of this script "
-                         'before 2026-12-02 installed the patched tree over it): recreate the env, tox -r -e upstream')
+        raise SystemExit(f"error: the env's {timm.models.hrnet.__file__} is not the release's (a version of this "
+                         'script before 2026-12-02 installed the patched tree over it): recreate the env, '
+                         'tox -r -e upstream')
     src = workdir / f'timm-{SDIST_VERSION}'
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(fetch_sdist(SDIST_VERSION), src)
