@@ -203,6 +203,22 @@ def test_create_model_loads_the_file(layout, foreign_file, caplog):
         assert f'({layout.name} layout)' in caplog.text
 
 
+@pytest.mark.skipif(
+    not hasattr(timm.models._features, 'FeatureGetterNet'), reason="this timm has no feature_cls='getter'")
+@pytest.mark.parametrize('layout', LAYOUT_PARAMS)
+def test_feature_wrapper_loads_the_file(layout, foreign_file):
+    """ timm's generic feature wrapper (feature_cls='getter') loads the HRNet it wraps through the same filter."""
+    path = foreign_file(layout.name)
+    model = timm.create_model(
+        VARIANT, pretrained=True, head=layout.head, features_only=True, feature_cls='getter', out_indices=(0, 1),
+        pretrained_cfg_overlay=dict(file=path))  # (every head has the stem and branch 0: 'high_res' no more)
+    expected = expected_after_load(layout)
+    held = {k.split('.', 1)[1]: v for k, v in model.state_dict().items()}  # the wrapper's 'model.' prefix
+    assert held and set(held) <= set(expected)
+    for k, v in held.items():
+        assert torch.equal(v, expected[k]), k
+
+
 @pytest.mark.parametrize('layout', LAYOUT_PARAMS)
 def test_convert_then_load(layout, foreign_file, tmp_path, capsys):
     src, dst = foreign_file(layout.name), tmp_path / 'converted.safetensors'

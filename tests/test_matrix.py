@@ -61,6 +61,7 @@ def test_model(variant, head, pretrained, device, no_key_warnings):
     model = _on(cpu_model, device)
     channels = [f['num_chs'] for f in model.feature_info]
     assert [f['reduction'] for f in model.feature_info] == reductions(head)
+    assert model.num_branches == len(contract['branches'])  # stock's: the final-stage maps the head taps
 
     @strategies.for_case(variant, head, pretrained, device)
     @given(spec=strategies.inputs(high=MAX_SIDE[variant]), dtype=strategies.dtypes(device))

@@ -1,7 +1,8 @@
 """ ONNX export at any input size (docs/deploy.md): every head and features_only, through torch.onnx.export's
 dynamo-based exporter and its TorchScript-based one, with a dynamic height and width, run under onnxruntime at sizes
-that are and are not multiples of 32; and timm's own `timm.utils.onnx.onnx_export`, with and without
-`reparameterize_model` first. The oracle is the eager model's output on the same input.
+that are and are not multiples of 32, also after `reparameterize_model` has folded the BatchNorms; and timm's own
+`timm.utils.onnx.onnx_export`, with and without `reparameterize_model` first. The oracle is the eager model's output
+on the same input.
 
 They run in tox's `interop` env, which pins onnx, onnxruntime and onnxscript and sets HRNET_INTEROP=1: there a
 missing package fails the tests instead of skipping them.
@@ -29,14 +30,14 @@ TOLERANCE = dict(rtol=1e-3, atol=1e-3)  # docs/deploy.md states it
 KINDS = [pytest.param(dict(head=h), id=f'head={h!r}') for h in HEADS] + [
     pytest.param(dict(features_only=True, feature_location=p.values[0]), id=f'features_only-{p.id}')
     for p in LOCATION_PARAMS]
-EXPORTERS = ['dynamo', 'torchscript']
+EXPORTERS = ['dynamo', 'torchscript', 'dynamo-fused']  # fused: reparameterize_model first
 
 
 def _export(model: torch.nn.Module, path: str, exporter: str) -> None:
     x = torch.randn(1, 3, *SIZES[0])
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation, tracer warnings
-        if exporter == 'dynamo':
+        if exporter.startswith('dynamo'):
             dim = torch.export.Dim.DYNAMIC
             torch.onnx.export(
                 model, (x,), path, dynamo=True, dynamic_shapes=({0: dim, 2: dim, 3: dim},), input_names=['x'])
@@ -57,6 +58,9 @@ def _eager(model: torch.nn.Module, x: torch.Tensor) -> list:
 def test_export_runs_at_any_size(kind, exporter, tmp_path):
     torch.manual_seed(0)
     model = timm.create_model(VARIANT, **kind).eval()
+    if exporter.endswith('fused'):
+        model = reparameterize_model(model)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     path = str(tmp_path / 'model.onnx')
     _export(model, path, exporter)
     session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
@@ -76,6 +80,7 @@ def test_timm_onnx_export(reparam, tmp_path):
     model = timm.create_model(VARIANT).eval()
     if reparam:
         model = reparameterize_model(model)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     path = str(tmp_path / 'model.onnx')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')

@@ -18,7 +18,7 @@ import os
 import pickle
 import zipfile
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Tuple
 
 import safetensors
 
@@ -45,10 +45,9 @@ _CFG_VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
 }
 
 
-def create_hrnet(variant: str, pretrained: bool = False, **model_kwargs) -> nn.Module:
-    """ The package's model of `variant`, built as the model module's `_create_hrnet` builds timm's: with timm's
-    builder, from the same arch cfg and pretrained cfgs. Pretrained weights load strictly for every head and
-    features_only through the checkpoint layouts' filter; `pretrained_strict=False` allows a loose load."""
+def create_hrnet(variant: str, **model_kwargs) -> nn.Module:
+    """ The package's model of `variant` without pretrained weights (_build_pretrained loads them), built as the model
+    module's `_create_hrnet` builds timm's: with timm's builder, from the same arch cfg and pretrained cfgs."""
     cfg_variant, defaults = _CFG_VARIANTS.get(variant, (variant, {}))
     model_kwargs = {**defaults, **model_kwargs}
     model_cls = package_model.HighResolutionNet
@@ -62,14 +61,12 @@ def create_hrnet(variant: str, pretrained: bool = False, **model_kwargs) -> nn.M
             model_cls = features.HighResolutionNetFeatures
             kwargs_filter = ('num_classes', 'global_pool')
             features_mode = 'cls'
-    pretrained_strict = model_kwargs.pop('pretrained_strict', True)
+    model_kwargs.pop('pretrained_strict', None)
     model = _builder.build_model_with_cfg(
         model_cls,
         variant,
-        pretrained,
+        False,
         model_cfg=hrnet.cfg_cls[cfg_variant],
-        pretrained_strict=pretrained_strict,
-        pretrained_filter_fn=functools.partial(layouts.checkpoint_filter_fn, strict=pretrained_strict),
         kwargs_filter=kwargs_filter,
         features_only=features_mode == 'cfg',
         **model_kwargs,
@@ -136,15 +133,6 @@ def _checked_filter(strict: bool) -> Callable:
     return checked
 
 
-def _hrnet_of(model: nn.Module) -> Optional[nn.Module]:
-    """ The HRNet whose state dict is the checkpoint's: the model, or the one a timm feature wrapper holds as `model`
-    (feature_cls='getter'); None for wrappers that rename its modules (FeatureDictNet, FeatureHookNet)."""
-    for m in (model, getattr(model, 'model', None)):
-        if isinstance(m, package_model.HighResolutionNet):
-            return m
-    return None
-
-
 def _build_pretrained(variant: str, **kwargs) -> nn.Module:
     """ The variant's model with pretrained weights, as timm's build_model_with_cfg loads them, with the package's
     checks.
@@ -164,10 +152,9 @@ def _build_pretrained(variant: str, **kwargs) -> nn.Module:
     on_meta = kwargs.get('device') is None
     with torch.device('meta') if on_meta else nullcontext():
         model = create_hrnet(variant, **kwargs)
-    base = _hrnet_of(model)
-    if base is None:  # timm's own path: its wrapper takes the modules of an HRNet loaded first
-        with weights_only_unpickling(variant):
-            return create_hrnet(variant, True, **kwargs)
+    # the HRNet whose state dict is the checkpoint's: the model, or the one timm's feature_cls='getter' wrapper holds
+    # (its other wrappers, 'dict' and 'hook', need modules that HRNet's feature_info does not name: they fail to build)
+    base = model if isinstance(model, package_model.HighResolutionNet) else model.model
     strict = kwargs.get('pretrained_strict', True)
     with _assigning_load(base) if on_meta else nullcontext(), weights_only_unpickling(variant):
         load_pretrained(

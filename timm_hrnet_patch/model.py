@@ -7,11 +7,15 @@
   find_unused_parameters=False); a state dict of the whole model loads into it strictly;
 - `upsample_mode`: the fuse layers' upsampling of other releases' models (`layouts.py`);
 - gradient checkpointing whose recompute leaves BatchNorm running statistics as one forward leaves them;
+- BatchNorm folding for inference through timm's `reparameterize_model` (`_make_norms_foldable`);
 - ValueErrors that name the problem for bad arguments and feature indices.
 
 It builds the model module's network, then swaps in what differs: the state dict keys of a model are those of the
 model module's with the same head, less the modules it leaves out.
 """
+import copy
+import functools
+import weakref
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -37,6 +41,15 @@ _UPSAMPLE_MODES: Dict[str, Dict[str, Any]] = {
     'nearest': dict(mode='nearest'),
     'bilinear': dict(mode='bilinear', align_corners=False),
     'bilinear_aligned': dict(mode='bilinear', align_corners=True),
+}
+# The (conv, norm) child pairs of each module type whose forward applies the norm right after the conv: the
+# BatchNorms that reparameterize_model folds. nn.Sequential: the transitions', fuse layers', downsamples' and
+# head layers' (conv, BatchNorm[, ReLU]).
+_CONV_NORM_PAIRS: Dict[type, Tuple[Tuple[str, str], ...]] = {
+    hrnet.HighResolutionNet: (('conv1', 'bn1'), ('conv2', 'bn2')),
+    hrnet.BasicBlock: (('conv1', 'bn1'), ('conv2', 'bn2')),
+    hrnet.Bottleneck: (('conv1', 'bn1'), ('conv2', 'bn2'), ('conv3', 'bn3')),
+    nn.Sequential: (('0', '1'),),
 }
 
 
@@ -105,25 +118,70 @@ def _running_stats_kept(module: nn.Module):
 
 def _checkpoint(module: nn.Module, x: Union[torch.Tensor, List[torch.Tensor]]):
     """ module(x), its activations recomputed in backward instead of stored. A training step updates BatchNorm
-    running statistics once, as without checkpointing (the recompute runs under _running_stats_kept). A list x
-    (the branch maps of a HighResolutionModule) goes in as separate tensors."""
-    if isinstance(x, torch.Tensor):
-        fn, args = module, (x,)
-    else:
-        fn, args = (lambda *xs: module(list(xs))), tuple(x)
+    running statistics once, as without checkpointing (the recompute runs under _running_stats_kept)."""
     if torch._dynamo.is_compiling():  # torch.compile recomputes in its own graph, without the stats' update
-        return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+        return torch.utils.checkpoint.checkpoint(module, x, use_reentrant=False)
     return torch.utils.checkpoint.checkpoint(
-        fn, *args, use_reentrant=False, context_fn=lambda: (nullcontext(), _running_stats_kept(module)))
+        module, x, use_reentrant=False, context_fn=lambda: (nullcontext(), _running_stats_kept(module)))
+
+
+class _ModuleRef:
+    """ A weak reference to a module, which deepcopy and pickle carry over to the copy of that module. A norm's
+    `fuse` holds its modules through these: a strong reference to itself would make every model a reference cycle,
+    freed only by the garbage collector."""
+
+    def __init__(self, module: nn.Module):
+        self._ref = weakref.ref(module)
+
+    def __call__(self) -> Optional[nn.Module]:
+        return self._ref()
+
+    def __deepcopy__(self, memo) -> '_ModuleRef':
+        return _ModuleRef(copy.deepcopy(self(), memo))
+
+    def __reduce__(self):
+        return _ModuleRef, (self(),)
+
+
+@torch.no_grad()
+def _fold_norm(norm_ref: _ModuleRef, conv_ref: _ModuleRef) -> nn.Module:
+    """ A BatchNorm's `fuse` for timm's reparameterize_model: fold it into the convolution before it (scale the
+    conv's weights, give it the bias) and return the nn.Identity that replaces it."""
+    norm, conv = norm_ref(), conv_ref()
+    if norm.training or norm.running_var is None:
+        raise RuntimeError(
+            'Folding BatchNorm into convolutions (reparameterize_model) needs an eval model with running '
+            'statistics: call model.eval() first.')
+    if conv is None:
+        return norm  # the convolution was replaced: nothing to fold into
+    scale = (norm.running_var.double() + norm.eps).rsqrt()
+    shift = -norm.running_mean.double() * scale
+    if norm.affine:
+        scale, shift = scale * norm.weight.double(), shift * norm.weight.double() + norm.bias.double()
+    if conv.bias is not None:
+        shift = shift + conv.bias.double() * scale
+    conv.weight.copy_(conv.weight.double() * scale.reshape(-1, 1, 1, 1))
+    conv.bias = nn.Parameter(shift.to(conv.weight.dtype))
+    return nn.Identity()
+
+
+def _make_norms_foldable(model: nn.Module) -> None:
+    """ Give every BatchNorm2d of `model` that follows a convolution (_CONV_NORM_PAIRS) the `fuse` that timm's
+    reparameterize_model calls: the modules keep their types, as stock's."""
+    for m in model.modules():
+        pairs = next((pairs for cls, pairs in _CONV_NORM_PAIRS.items() if isinstance(m, cls)), ())
+        for conv_name, norm_name in pairs:
+            conv, norm = getattr(m, conv_name, None), getattr(m, norm_name, None)
+            if isinstance(conv, nn.Conv2d) and type(norm) is nn.BatchNorm2d:
+                norm.fuse = functools.partial(_fold_norm, _ModuleRef(norm), _ModuleRef(conv))
 
 
 class HighResolutionModule(hrnet.HighResolutionModule):
-    """ The model module's HighResolutionModule, its fuse layers upsampling as `upsample` (F.interpolate kwargs) and
-    returning the maps of `outputs` only: the other outputs' fuse layers are an nn.Identity. HighResolutionNet sets
-    both on each module of the network it builds."""
+    """ The model module's HighResolutionModule, its fuse layers upsampling as `upsample` (F.interpolate kwargs),
+    which HighResolutionNet sets on each module of the network it builds. It returns the maps of the outputs whose
+    fuse layers it has: those of outputs not taken are an nn.Identity."""
 
     upsample: Dict[str, Any] = _UPSAMPLE_MODES['nearest']
-    outputs: Tuple[int, ...] = (0, 1, 2, 3)
 
     def forward(self, x: List[torch.Tensor]) -> List[torch.Tensor]:
         if self.num_branches == 1:
@@ -208,10 +266,10 @@ class HighResolutionNet(hrnet.HighResolutionNet):
             if isinstance(m, hrnet.HighResolutionModule):
                 m.__class__ = HighResolutionModule
                 m.upsample = _UPSAMPLE_MODES[upsample_mode]
-                m.outputs = tuple(range(len(m.fuse_layers))) if isinstance(m.fuse_layers, nn.ModuleList) else (0,)
         branch_chs = self.stage4[-1].get_num_in_chs()
         self.branch_outputs = _HEAD_SPECS[base_head].branches  # what the model module built
         self._keep_branches(branch_outputs)
+        _make_norms_foldable(self)
 
         stem_width = self.conv1.out_channels
         map_chs = list(_INCRE_CHS) if spec.incre else branch_chs
@@ -220,7 +278,6 @@ class HighResolutionNet(hrnet.HighResolutionNet):
             dict(num_chs=map_chs[b], reduction=4 * 2 ** b // self.dilations[b], module=f'stage{b + 1}')
             for b in spec.branches]
         self.num_branches = len(self.feature_info) - 1  # final stage branches, feature taps are the stem + branches
-        self.head_channels = [c // hrnet.Bottleneck.expansion for c in _INCRE_CHS] if spec.incre else None
         self.num_features = self.head_hidden_size = (
             spec.num_features([map_chs[b] for b in branch_outputs]) if branch_outputs else stem_width)
         if spec.classifier:
@@ -232,8 +289,6 @@ class HighResolutionNet(hrnet.HighResolutionNet):
         """ Keep only what the final-stage outputs in `outputs` use: the model module's _prune_branches (their fuse
         layers and incre modules, or the whole trunk when no output is taken, replaced by nn.Identity)."""
         self._prune_branches([0] + [b + 1 for b in outputs])
-        if outputs:
-            self.stage4[-1].outputs = tuple(outputs)
         self.branch_outputs = tuple(outputs)
 
     @torch.jit.ignore
