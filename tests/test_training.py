@@ -55,7 +55,9 @@ def assert_checkpointing_exact(model: torch.nn.Module, x: torch.Tensor) -> None:
     model.train()
     plain, checkpointed = model, copy.deepcopy(model)
     checkpointed.set_grad_checkpointing(True)
+    torch.manual_seed(0)  # the same stochastic depth draws
     out, grads = train_step(plain, x)
+    torch.manual_seed(0)
     out_c, grads_c = train_step(checkpointed, x)
     assert [o.shape for o in out_c] == [o.shape for o in out]
     for o_c, o in zip(out_c, out):
@@ -65,7 +67,8 @@ def assert_checkpointing_exact(model: torch.nn.Module, x: torch.Tensor) -> None:
         assert (grads_c[name] is None) == (g is None), name
         if g is not None:
             torch.testing.assert_close(grads_c[name], g, rtol=1e-5, atol=1e-6, msg=name)
-    assert set(counters(checkpointed)) == {1}, 'a BatchNorm counted the step twice: its statistics were updated twice'
+    assert set(counters(checkpointed)) == set(counters(plain)) <= {1}, (
+        'a BatchNorm counted the step twice: its statistics were updated twice')
     for (name, b), b_c in zip(plain.named_buffers(), checkpointed.buffers()):
         assert torch.equal(b_c, b), f'{name}: the checkpointed step left other BatchNorm statistics'
 

@@ -88,9 +88,10 @@ def test_model_module_imports_nothing_of_the_package_but_compat():
 def test_drift_is_an_error(sdist, tmp_path, monkeypatch):
     """ A package module the series does not end at: upstream-diff refuses, naming the difference."""
     module = (PACKAGE / 'hrnet.py').read_text()
-    (tmp_path / 'hrnet.py').write_text(module.replace('_BN_MOMENTUM = 0.1', '_BN_MOMENTUM = 0.2'))
+    assert module.count("_logger = logging.getLogger(__name__)") == 1
+    (tmp_path / 'hrnet.py').write_text(module.replace("_logger = logging.getLogger(__name__)", "_DRIFT = 0.2"))
     monkeypatch.setattr(upstream, '_HERE', tmp_path)
-    with pytest.raises(SystemExit, match=r"(?s)the series' last timm/models/hrnet.py is not .*_BN_MOMENTUM = 0.2"):
+    with pytest.raises(SystemExit, match=r"(?s)the series' last timm/models/hrnet.py is not .*_DRIFT = 0.2"):
         main(['upstream-diff', '--timm-src', str(sdist), '-o', str(tmp_path / 'x.diff')])
 
 
@@ -150,7 +151,8 @@ def test_docs_show_the_series_stat():
 def test_module_needs_every_name_in_timms_imports():
     """ A timm whose hrnet.py imports all the series needs but feature_take_indices (as its end's, less that)."""
     theirs = ('""" HRNet """\nimport torch\n\nfrom timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD\n'
-              'from timm.layers import create_classifier, get_device_dtype\n'
+              'from timm.layers import DropPath, LayerType, create_classifier, get_act_layer, get_device_dtype, '
+              'get_norm_layer\n'
               'from ._builder import build_model_with_cfg, pretrained_cfg_for_features\n'
               'from ._features import FeatureInfo\nfrom ._manipulate import checkpoint\n'
               'from ._registry import register_model, generate_default_cfgs\n'

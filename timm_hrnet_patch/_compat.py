@@ -1,8 +1,10 @@
 """ Compatibility with older timm releases (0.9.x - 1.0.x) and torch (from 2.2)
 
-Everything here exists only because older timm lacks an internal that timm 1.0.31 has, or because older timm on
-torch < 2.6 unpickles checkpoints without weights_only. Each name is taken from the installed timm when it is there
-(feature detection, no version checks) and a small equivalent is used otherwise. Upstream timm needs none of this.
+Everything here exists only because older timm lacks an internal that timm 1.0.31 has, because older timm on
+torch < 2.6 unpickles checkpoints without weights_only, or because a norm layer that timm names takes no device
+argument (torchvision's FrozenBatchNorm2d, which timm's ResNet blocks cannot build either). Each name is taken from
+the installed timm when it is there (feature detection, no version checks) and a small equivalent is used otherwise.
+Upstream timm needs none of this.
 """
 import functools
 import inspect
@@ -22,7 +24,7 @@ from timm.models import _builder, _registry, resnet
 
 __all__ = [
     'BasicBlock', 'Bottleneck', 'checkpoint', 'create_classifier', 'feature_take_indices', 'get_device_dtype',
-    'load_pretrained', 'register_model', 'weights_only_unpickling',
+    'load_pretrained', 'norm_layer_taking_device', 'register_model', 'weights_only_unpickling',
 ]
 
 _Fn = TypeVar('_Fn', bound=Callable)
@@ -46,6 +48,22 @@ def _with_device_dtype(block_cls: type) -> type:
 
 BasicBlock = _with_device_dtype(resnet.BasicBlock)
 Bottleneck = _with_device_dtype(resnet.Bottleneck)
+
+
+def _built_then_moved(*args, layer: type, device=None, dtype=None, **kwargs) -> nn.Module:
+    return layer(*args, **kwargs).to(device=device, dtype=dtype)
+
+
+def norm_layer_taking_device(norm_layer) -> Callable:
+    """ timm's get_norm_layer(norm_layer), taking the device/dtype kwargs that HRNet passes to every norm it builds:
+    a layer whose class does not take them (torchvision's FrozenBatchNorm2d, older timm's GroupNorm) is built, then
+    moved. Its modules are of the layer's own class."""
+    layer = timm.layers.get_norm_layer(norm_layer)
+    cls, keywords = (layer.func, layer.keywords) if isinstance(layer, functools.partial) else (layer, {})
+    if not isinstance(cls, type) or _takes_device(cls.__init__):
+        return layer
+    return functools.partial(_built_then_moved, layer=cls, **keywords)
+
 
 if _takes_device(timm.layers.create_classifier):
     create_classifier = timm.layers.create_classifier

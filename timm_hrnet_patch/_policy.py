@@ -156,6 +156,11 @@ def _build_pretrained(variant: str, **kwargs) -> nn.Module:
     # (its other wrappers, 'dict' and 'hook', need modules that HRNet's feature_info does not name: they fail to build)
     base = model if isinstance(model, package_model.HighResolutionNet) else model.model
     strict = kwargs.get('pretrained_strict', True)
+    if strict and getattr(base.bn1, 'running_var', None) is None:
+        raise ValueError(
+            f'Pretrained HRNet weights hold BatchNorm statistics, which norm_layer {type(base.bn1).__name__} has no '
+            f'place for: use a norm with BatchNorm\'s parameters (BatchNorm2d, FrozenBatchNorm2d, SyncBatchNorm), or '
+            f'pretrained_strict=False to load only the parameters it has.')
     with _assigning_load(base) if on_meta else nullcontext(), weights_only_unpickling(variant):
         load_pretrained(
             base,

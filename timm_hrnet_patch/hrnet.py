@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, LayerType, get_act_layer, get_norm_layer
 from timm.models._builder import build_model_with_cfg, pretrained_cfg_for_features
 from timm.models._features import FeatureInfo
 from timm.models._registry import generate_default_cfgs
@@ -29,7 +30,6 @@ from ._compat import (  # older timm lacks some of these, timm >= 1.0.31 provide
 
 __all__ = ['HighResolutionNet', 'HighResolutionNetFeatures']  # model_registry will add each entrypoint fn to this
 
-_BN_MOMENTUM = 0.1
 _logger = logging.getLogger(__name__)
 
 
@@ -385,6 +385,9 @@ class HighResolutionModule(nn.Module):
             fuse_method: str,
             multi_scale_output: bool = True,
             dilations: Tuple[int, ...] = (1, 1, 1, 1),
+            norm_layer: Type[nn.Module] = nn.BatchNorm2d,
+            act_layer: Type[nn.Module] = nn.ReLU,
+            drop_path_rates: Optional[List[float]] = None,
             device=None,
             dtype=None,
     ):
@@ -404,6 +407,9 @@ class HighResolutionModule(nn.Module):
 
         self.multi_scale_output = multi_scale_output
         self.dilations = dilations
+        self.norm_layer = norm_layer
+        self.act_layer = act_layer
+        self.drop_path_rates = drop_path_rates or [0.] * max(num_blocks)
 
         self.branches = self._make_branches(
             num_branches,
@@ -413,7 +419,7 @@ class HighResolutionModule(nn.Module):
             **dd,
         )
         self.fuse_layers = self._make_fuse_layers(**dd)
-        self.fuse_act = nn.ReLU(False)
+        self.fuse_act = act_layer(inplace=False)
 
     def _check_branches(self, num_branches, block_types, num_blocks, num_in_chs, num_channels):
         error_msg = ''
@@ -440,17 +446,17 @@ class HighResolutionModule(nn.Module):
                     bias=False,
                     **dd,
                 ),
-                nn.BatchNorm2d(num_channels[branch_index] * block_type.expansion, momentum=_BN_MOMENTUM, **dd),
+                self.norm_layer(num_channels[branch_index] * block_type.expansion, **dd),
             )
 
         d = self.dilations[branch_index]
-        layers = [block_type(
-            self.num_in_chs[branch_index], num_channels[branch_index], stride, downsample,
-            dilation=d, first_dilation=d, **dd)]
-        self.num_in_chs[branch_index] = num_channels[branch_index] * block_type.expansion
-        for i in range(1, num_blocks[branch_index]):
+        layers = []
+        for i, dpr in enumerate(self.drop_path_rates[:num_blocks[branch_index]]):
             layers.append(block_type(
-                self.num_in_chs[branch_index], num_channels[branch_index], dilation=d, first_dilation=d, **dd))
+                self.num_in_chs[branch_index], num_channels[branch_index], stride if i == 0 else 1,
+                downsample if i == 0 else None, dilation=d, first_dilation=d, act_layer=self.act_layer,
+                norm_layer=self.norm_layer, drop_path=DropPath(dpr) if dpr > 0. else None, **dd))
+            self.num_in_chs[branch_index] = num_channels[branch_index] * block_type.expansion
 
         return nn.Sequential(*layers)
 
@@ -477,7 +483,7 @@ class HighResolutionModule(nn.Module):
                     # upsampled to branch i's size in forward(), a fixed scale factor fails for odd sizes
                     fuse_layer.append(nn.Sequential(
                         nn.Conv2d(num_in_chs[j], num_in_chs[i], 1, 1, 0, bias=False, **dd),
-                        nn.BatchNorm2d(num_in_chs[i], momentum=_BN_MOMENTUM, **dd)))
+                        self.norm_layer(num_in_chs[i], **dd)))
                 elif j == i:
                     fuse_layer.append(nn.Identity())
                 else:
@@ -489,7 +495,7 @@ class HighResolutionModule(nn.Module):
                                 nn.Conv2d(
                                     num_in_chs[j], num_out_chs_conv3x3, 3, bias=False,
                                     **_down_kwargs(self.dilations, j + k), **dd),
-                                nn.BatchNorm2d(num_out_chs_conv3x3, momentum=_BN_MOMENTUM, **dd)
+                                self.norm_layer(num_out_chs_conv3x3, **dd)
                             ))
                         else:
                             num_out_chs_conv3x3 = num_in_chs[j]
@@ -497,8 +503,8 @@ class HighResolutionModule(nn.Module):
                                 nn.Conv2d(
                                     num_in_chs[j], num_out_chs_conv3x3, 3, bias=False,
                                     **_down_kwargs(self.dilations, j + k), **dd),
-                                nn.BatchNorm2d(num_out_chs_conv3x3, momentum=_BN_MOMENTUM, **dd),
-                                nn.ReLU(False)
+                                self.norm_layer(num_out_chs_conv3x3, **dd),
+                                self.act_layer(inplace=False)
                             ))
                     fuse_layer.append(nn.Sequential(*conv3x3s))
             fuse_layers.append(nn.ModuleList(fuse_layer))
@@ -557,6 +563,9 @@ class HighResolutionNet(nn.Module):
             global_pool: str = 'avg',
             drop_rate: float = 0.0,
             head: str = 'classification',
+            drop_path_rate: float = 0.0,
+            norm_layer: LayerType = nn.BatchNorm2d,
+            act_layer: LayerType = nn.ReLU,
             device=None,
             dtype=None,
             **kwargs,
@@ -576,19 +585,29 @@ class HighResolutionNet(nn.Module):
             raise TypeError(
                 f'{type(self).__name__}.__init__() got unexpected keyword argument(s): {sorted(unknown_kwargs)}')
         cfg = dict(cfg, **kwargs)
+        self.norm_layer = get_norm_layer(norm_layer)
+        self.act_layer = get_act_layer(act_layer)
+        # stochastic depth rate of each residual block, increasing linearly with its depth: layer1's blocks, then each
+        # stage module's, the parallel branches of a module sharing the rates of their block positions
+        stage_cfgs = [cfg[f'stage{i}'] for i in range(1, 5)]
+        num_blocks = sum(c['num_modules'] * max(c['num_blocks']) for c in stage_cfgs)
+        rates = iter([drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)])
+        dpr = [
+            [[next(rates) for _ in range(max(c['num_blocks']))] for _ in range(c['num_modules'])] for c in stage_cfgs]
+
         stem_width = cfg['stem_width']
         self.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=2, padding=1, bias=False, **dd)
-        self.bn1 = nn.BatchNorm2d(stem_width, momentum=_BN_MOMENTUM, **dd)
-        self.act1 = nn.ReLU(inplace=True)
+        self.bn1 = self.norm_layer(stem_width, **dd)
+        self.act1 = self.act_layer(inplace=True)
         self.conv2 = nn.Conv2d(stem_width, 64, kernel_size=3, stride=2, padding=1, bias=False, **dd)
-        self.bn2 = nn.BatchNorm2d(64, momentum=_BN_MOMENTUM, **dd)
-        self.act2 = nn.ReLU(inplace=True)
+        self.bn2 = self.norm_layer(64, **dd)
+        self.act2 = self.act_layer(inplace=True)
 
         self.stage1_cfg = cfg['stage1']
         num_channels = self.stage1_cfg['num_channels'][0]
         block_type = block_types_dict[self.stage1_cfg['block_type']]
         num_blocks = self.stage1_cfg['num_blocks'][0]
-        self.layer1 = self._make_layer(block_type, 64, num_channels, num_blocks, **dd)
+        self.layer1 = self._make_layer(block_type, 64, num_channels, num_blocks, drop_path_rates=dpr[0][0], **dd)
         stage1_out_channel = block_type.expansion * num_channels
 
         self.stage2_cfg = cfg['stage2']
@@ -596,21 +615,22 @@ class HighResolutionNet(nn.Module):
         block_type = block_types_dict[self.stage2_cfg['block_type']]
         num_channels = [num_channels[i] * block_type.expansion for i in range(len(num_channels))]
         self.transition1 = self._make_transition_layer([stage1_out_channel], num_channels, **dd)
-        self.stage2, pre_stage_channels = self._make_stage(self.stage2_cfg, num_channels, **dd)
+        self.stage2, pre_stage_channels = self._make_stage(self.stage2_cfg, num_channels, dpr[1], **dd)
 
         self.stage3_cfg = cfg['stage3']
         num_channels = self.stage3_cfg['num_channels']
         block_type = block_types_dict[self.stage3_cfg['block_type']]
         num_channels = [num_channels[i] * block_type.expansion for i in range(len(num_channels))]
         self.transition2 = self._make_transition_layer(pre_stage_channels, num_channels, **dd)
-        self.stage3, pre_stage_channels = self._make_stage(self.stage3_cfg, num_channels, **dd)
+        self.stage3, pre_stage_channels = self._make_stage(self.stage3_cfg, num_channels, dpr[2], **dd)
 
         self.stage4_cfg = cfg['stage4']
         num_channels = self.stage4_cfg['num_channels']
         block_type = block_types_dict[self.stage4_cfg['block_type']]
         num_channels = [num_channels[i] * block_type.expansion for i in range(len(num_channels))]
         self.transition3 = self._make_transition_layer(pre_stage_channels, num_channels, **dd)
-        self.stage4, pre_stage_channels = self._make_stage(self.stage4_cfg, num_channels, multi_scale_output=True, **dd)
+        self.stage4, pre_stage_channels = self._make_stage(
+            self.stage4_cfg, num_channels, dpr[3], multi_scale_output=True, **dd)
 
         self.head = head
         self.head_channels = None  # set if _make_head called
@@ -687,8 +707,8 @@ class HighResolutionNet(nn.Module):
                     **_down_kwargs(self.dilations, i),
                     **dd,
                 ),
-                nn.BatchNorm2d(out_channels, momentum=_BN_MOMENTUM, **dd),
-                nn.ReLU(inplace=True)
+                self.norm_layer(out_channels, **dd),
+                self.act_layer(inplace=True)
             )
             downsamp_modules.append(downsamp_module)
         downsamp_modules = nn.ModuleList(downsamp_modules)
@@ -703,8 +723,8 @@ class HighResolutionNet(nn.Module):
                 bias=conv_bias,
                 **dd,
             ),
-            nn.BatchNorm2d(self.num_features, momentum=_BN_MOMENTUM, **dd),
-            nn.ReLU(inplace=True)
+            self.norm_layer(self.num_features, **dd),
+            self.act_layer(inplace=True)
         )
 
         return incre_modules, downsamp_modules, final_layer
@@ -722,8 +742,8 @@ class HighResolutionNet(nn.Module):
                         nn.Conv2d(
                             num_channels_pre_layer[i], num_channels_cur_layer[i], 3, bias=False,
                             padding=self.dilations[i], dilation=self.dilations[i], **dd),
-                        nn.BatchNorm2d(num_channels_cur_layer[i], momentum=_BN_MOMENTUM, **dd),
-                        nn.ReLU(inplace=True)))
+                        self.norm_layer(num_channels_cur_layer[i], **dd),
+                        self.act_layer(inplace=True)))
                 else:
                     transition_layers.append(nn.Identity())
             else:
@@ -734,29 +754,34 @@ class HighResolutionNet(nn.Module):
                     down_kwargs = _down_kwargs(self.dilations, num_branches_pre - 1 + j)
                     conv3x3s.append(nn.Sequential(
                         nn.Conv2d(_in_chs, _out_chs, 3, bias=False, **down_kwargs, **dd),
-                        nn.BatchNorm2d(_out_chs, momentum=_BN_MOMENTUM, **dd),
-                        nn.ReLU(inplace=True)))
+                        self.norm_layer(_out_chs, **dd),
+                        self.act_layer(inplace=True)))
                 transition_layers.append(nn.Sequential(*conv3x3s))
 
         return nn.ModuleList(transition_layers)
 
-    def _make_layer(self, block_type, inplanes, planes, block_types, stride=1, dilation=1, device=None, dtype=None):
+    def _make_layer(
+            self, block_type, inplanes, planes, block_types, stride=1, dilation=1, drop_path_rates=None,
+            device=None, dtype=None):
         dd = {'device': device, 'dtype': dtype}
         downsample = None
         if stride != 1 or inplanes != planes * block_type.expansion:
             downsample = nn.Sequential(
                 nn.Conv2d(inplanes, planes * block_type.expansion, kernel_size=1, stride=stride, bias=False, **dd),
-                nn.BatchNorm2d(planes * block_type.expansion, momentum=_BN_MOMENTUM, **dd),
+                self.norm_layer(planes * block_type.expansion, **dd),
             )
 
-        layers = [block_type(inplanes, planes, stride, downsample, dilation=dilation, first_dilation=dilation, **dd)]
-        inplanes = planes * block_type.expansion
-        for i in range(1, block_types):
-            layers.append(block_type(inplanes, planes, dilation=dilation, first_dilation=dilation, **dd))
+        layers = []
+        for i, dpr in enumerate(drop_path_rates or [0.] * block_types):
+            layers.append(block_type(
+                inplanes, planes, stride if i == 0 else 1, downsample if i == 0 else None, dilation=dilation,
+                first_dilation=dilation, act_layer=self.act_layer, norm_layer=self.norm_layer,
+                drop_path=DropPath(dpr) if dpr > 0. else None, **dd))
+            inplanes = planes * block_type.expansion
 
         return nn.Sequential(*layers)
 
-    def _make_stage(self, layer_config, num_in_chs, multi_scale_output=True, device=None, dtype=None):
+    def _make_stage(self, layer_config, num_in_chs, drop_path_rates, multi_scale_output=True, device=None, dtype=None):
         num_modules = layer_config['num_modules']
         num_branches = layer_config['num_branches']
         num_blocks = layer_config['num_blocks']
@@ -777,6 +802,9 @@ class HighResolutionNet(nn.Module):
                 fuse_method,
                 reset_multi_scale_output,
                 dilations=self.dilations,
+                norm_layer=self.norm_layer,
+                act_layer=self.act_layer,
+                drop_path_rates=drop_path_rates[i],
                 device=device,
                 dtype=dtype,
             ))

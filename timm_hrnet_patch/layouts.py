@@ -199,6 +199,8 @@ def checkpoint_filter_fn(
     state_dict = {k: v for k, v in state_dict.items() if k in model_keys or k not in notes.get(
         _ZERO_BIASES.format(layout.name), ())}
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith(model.unbuilt_prefixes())}
+    # BatchNorm counters, which norms with BatchNorm's other parameters may lack (FrozenBatchNorm2d)
+    state_dict = {k: v for k, v in state_dict.items() if k in model_keys or not k.endswith('.num_batches_tracked')}
 
     exempt = set()
     pretrained_classes = getattr(model, 'pretrained_cfg', None) or {}

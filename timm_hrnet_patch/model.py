@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from . import hrnet
-from ._compat import create_classifier, feature_take_indices, get_device_dtype
+from ._compat import create_classifier, feature_take_indices, get_device_dtype, norm_layer_taking_device
 
 __all__ = ['HighResolutionModule', 'HighResolutionNet']
 
@@ -214,6 +214,7 @@ class HighResolutionNet(hrnet.HighResolutionNet):
             head: str = 'classification',
             branch_outputs: Optional[Sequence[int]] = None,
             upsample_mode: str = 'nearest',
+            norm_layer: hrnet.LayerType = nn.BatchNorm2d,
             **kwargs,
     ):
         """
@@ -227,6 +228,7 @@ class HighResolutionNet(hrnet.HighResolutionNet):
                 what these outputs need is built (features_only out_indices), so every parameter gets a gradient.
             upsample_mode: the fuse layers' upsampling, see _UPSAMPLE_MODES: 'nearest' (timm's weights), 'bilinear'
                 or 'bilinear_aligned' (the segmentation models'). The parameters are the same.
+            norm_layer: every norm's layer, a name or type as timm's get_norm_layer takes it; FrozenBatchNorm2d too.
 
         Raises:
             ValueError: unknown head or upsample_mode, invalid branch_outputs or output_stride (8, 16, 32).
@@ -255,6 +257,7 @@ class HighResolutionNet(hrnet.HighResolutionNet):
             global_pool=global_pool,
             drop_rate=drop_rate,
             head=base_head,
+            norm_layer=norm_layer_taking_device(norm_layer),
             **kwargs,
         )
         self.head = head
