@@ -6,8 +6,8 @@ Each mutant is an exact text replacement in one file of the package (tests/test_
 the suite, that each anchor is found exactly once, so the list cannot go stale), with the test files that guard its
 behaviour. Each run is `python -m pytest -x -m "not slow" FILES` on the source tree, with the file restored afterwards,
 also on error or Ctrl-C. It prints one row per mutant (killed by which test, or SURVIVED) and the score; with
---docs it writes that table into docs/testing.md between its markers. Exits 1 if a mutant survives. It takes about
-19 minutes on 2 cores (each mutant runs its guards until the first failure), too slow for CI.
+--docs it writes that table into docs/testing.md between its markers. Exits 1 if a mutant survives. Each mutant runs
+its guards until the first failure; the whole run is too slow for CI (docs/testing.md gives its time).
 """
 import os
 import re
