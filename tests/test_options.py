@@ -61,6 +61,19 @@ def test_drop_path_rate_increases_linearly_with_depth():
     assert sum(isinstance(m, DropPath) for m in create(VARIANT).modules()) == 0
 
 
+def test_drop_path_rates_follow_the_blocks_in_order():
+    """ hrnet_w18's residual block positions in order: layer1's 4, then 4 per module of stage 2's 1, stage 3's 4 and
+    stage 4's 3 modules, 36 in all, at rates 0.35 * depth / 35; every branch of a module at its positions' rates."""
+    model = create('hrnet_w18', drop_path_rate=0.35)
+    rates = [getattr(b.drop_path, 'drop_prob', 0.) for b in model.layer1]
+    for stage in (model.stage2, model.stage3, model.stage4):
+        for module in stage:
+            per_branch = [[b.drop_path.drop_prob for b in branch] for branch in module.branches]
+            assert all(r == per_branch[0] for r in per_branch)
+            rates += per_branch[0]
+    assert rates == pytest.approx([0.01 * i for i in range(36)])
+
+
 def test_drop_path_is_inactive_in_eval():
     model = create(VARIANT, head='concat', drop_path_rate=0.5)
     plain = create(VARIANT, head='concat')

@@ -39,9 +39,13 @@ def test_series_applies_in_order_and_ends_at_the_package_module(sdist, tmp_path)
     tree = upstream.series_tree(sdist, tmp_path / 'tree')
     ours = (PACKAGE / 'hrnet.py').read_text().splitlines()
     theirs = (tree / upstream.MODULE_PATH).read_text().splitlines()
-    block = [i for i, line in enumerate(ours) if line.startswith(('from timm', 'from .', '    BasicBlock'))]
-    theirs_block = [line for line in theirs if line.startswith(('from timm', 'from .'))]
-    expected = ours[:block[0]] + theirs_block + ours[block[-1] + 1:]
+
+    def block(lines):  # the timm import block: from its first `from timm` or `from .` line to the next blank line
+        start = next(i for i, line in enumerate(lines) if line.startswith(('from timm', 'from .')))
+        return start, lines.index('', start)
+
+    (o_start, o_end), (t_start, t_end) = block(ours), block(theirs)
+    expected = ours[:o_start] + theirs[t_start:t_end] + ours[o_end:]
     assert theirs == expected
 
 
@@ -151,8 +155,8 @@ def test_docs_show_the_series_stat():
 def test_module_needs_every_name_in_timms_imports():
     """ A timm whose hrnet.py imports all the series needs but feature_take_indices (as its end's, less that)."""
     theirs = ('""" HRNet """\nimport torch\n\nfrom timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD\n'
-              'from timm.layers import DropPath, LayerType, create_classifier, get_act_layer, get_device_dtype, '
-              'get_norm_layer\n'
+              'from timm.layers import DropPath, LayerType, calculate_drop_path_rates, create_classifier, '
+              'get_act_layer, get_device_dtype, get_norm_layer\n'
               'from ._builder import build_model_with_cfg, pretrained_cfg_for_features\n'
               'from ._features import FeatureInfo\nfrom ._manipulate import checkpoint\n'
               'from ._registry import register_model, generate_default_cfgs\n'

@@ -23,8 +23,8 @@ import timm.layers
 from timm.models import _builder, _registry, resnet
 
 __all__ = [
-    'BasicBlock', 'Bottleneck', 'checkpoint', 'create_classifier', 'feature_take_indices', 'get_device_dtype',
-    'load_pretrained', 'norm_layer_taking_device', 'register_model', 'weights_only_unpickling',
+    'BasicBlock', 'Bottleneck', 'calculate_drop_path_rates', 'checkpoint', 'create_classifier', 'feature_take_indices',
+    'get_device_dtype', 'load_pretrained', 'norm_layer_taking_device', 'register_model', 'weights_only_unpickling',
 ]
 
 _Fn = TypeVar('_Fn', bound=Callable)
@@ -89,6 +89,16 @@ except ImportError:
             device = p.device if device is None else device
             dtype = p.dtype if dtype is None else dtype
         return {'device': device, 'dtype': dtype}
+
+try:
+    from timm.layers import calculate_drop_path_rates
+except ImportError:  # timm before 1.0.2x
+    def calculate_drop_path_rates(
+            drop_path_rate: float, depths: List[int], stagewise: bool = True,
+    ) -> List[List[float]]:
+        """ timm's stochastic depth rates in the form HRNet takes them (depths per stage, stagewise=True): one rate
+        per block, linear from 0 to drop_path_rate over all blocks, split by stage."""
+        return [x.tolist() for x in torch.linspace(0, drop_path_rate, sum(depths), device='cpu').split(depths)]
 
 try:
     from timm.models._manipulate import checkpoint

@@ -26,7 +26,8 @@ from timm.models._builder import build_model_with_cfg, pretrained_cfg_for_featur
 from timm.models._features import FeatureInfo
 from timm.models._registry import generate_default_cfgs
 from ._compat import (  # older timm lacks some of these, timm >= 1.0.31 provides them all
-    BasicBlock, Bottleneck, checkpoint, create_classifier, feature_take_indices, get_device_dtype, register_model)
+    BasicBlock, Bottleneck, calculate_drop_path_rates, checkpoint, create_classifier, feature_take_indices,
+    get_device_dtype, register_model)
 
 __all__ = ['HighResolutionNet', 'HighResolutionNetFeatures']  # model_registry will add each entrypoint fn to this
 
@@ -587,13 +588,10 @@ class HighResolutionNet(nn.Module):
         cfg = dict(cfg, **kwargs)
         self.norm_layer = get_norm_layer(norm_layer)
         self.act_layer = get_act_layer(act_layer)
-        # stochastic depth rate of each residual block, increasing linearly with its depth: layer1's blocks, then each
-        # stage module's, the parallel branches of a module sharing the rates of their block positions
-        stage_cfgs = [cfg[f'stage{i}'] for i in range(1, 5)]
-        num_blocks = sum(c['num_modules'] * max(c['num_blocks']) for c in stage_cfgs)
-        rates = iter([drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)])
-        dpr = [
-            [[next(rates) for _ in range(max(c['num_blocks']))] for _ in range(c['num_modules'])] for c in stage_cfgs]
+        # stochastic depth rates per stage, increasing linearly over the residual blocks: layer1's, then each stage
+        # module's, the parallel branches of a module sharing the rates of their block positions
+        stage_depths = [cfg[f'stage{i}']['num_modules'] * max(cfg[f'stage{i}']['num_blocks']) for i in range(1, 5)]
+        dpr = calculate_drop_path_rates(drop_path_rate, stage_depths, stagewise=True)
 
         stem_width = cfg['stem_width']
         self.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=2, padding=1, bias=False, **dd)
@@ -607,7 +605,7 @@ class HighResolutionNet(nn.Module):
         num_channels = self.stage1_cfg['num_channels'][0]
         block_type = block_types_dict[self.stage1_cfg['block_type']]
         num_blocks = self.stage1_cfg['num_blocks'][0]
-        self.layer1 = self._make_layer(block_type, 64, num_channels, num_blocks, drop_path_rates=dpr[0][0], **dd)
+        self.layer1 = self._make_layer(block_type, 64, num_channels, num_blocks, drop_path_rates=dpr[0], **dd)
         stage1_out_channel = block_type.expansion * num_channels
 
         self.stage2_cfg = cfg['stage2']
@@ -788,6 +786,7 @@ class HighResolutionNet(nn.Module):
         num_channels = layer_config['num_channels']
         block_type = block_types_dict[layer_config['block_type']]
         fuse_method = layer_config['fuse_method']
+        module_depth = max(num_blocks)
 
         modules = []
         for i in range(num_modules):
@@ -804,7 +803,7 @@ class HighResolutionNet(nn.Module):
                 dilations=self.dilations,
                 norm_layer=self.norm_layer,
                 act_layer=self.act_layer,
-                drop_path_rates=drop_path_rates[i],
+                drop_path_rates=drop_path_rates[i * module_depth:(i + 1) * module_depth],
                 device=device,
                 dtype=dtype,
             ))
