@@ -2,26 +2,26 @@
 with channels_last, torch.compile, and onnxruntime.
 
     python benchmarks/inference.py [--variants hrnet_w18 hrnet_w32 hrnet_w48] [--sizes 256x192 512x512] [--reps 10]
-        [--batch 1] [--modes eager fused fused_cl compile onnxruntime] [--device cpu] [--profile]
+        [--batch 1] [--modes fused fused_cl compile onnxruntime] [--device cpu] [--profile]
 
 For each variant and input size, every mode's model is built from the same eval model (random weights, BatchNorm
 statistics randomised so that the fold is not an identity) and warmed up (torch.compile's compilation and the ONNX
 export are not timed). Each repetition then runs every mode once, in a random order (drawn with a fixed seed: no mode
-always follows another), under torch.inference_mode;
-the table gives each mode's median latency, its ratio to eager's median, the median of the per-repetition ratios with
-its interquartile range (paired, less sensitive to the machine's drift), and the largest difference from eager's
-output relative to that output's largest magnitude. 'eager again' is a second run of the eager model: its paired ratio
-is what this machine's noise alone gives for two identical runs.
+always follows another), under torch.inference_mode. The table gives each mode's median latency, its ratio to eager's
+median, the median of the per-repetition ratios with its interquartile range (paired, less sensitive to the
+machine's drift), and the largest difference from eager's output relative to that output's largest magnitude.
+'eager again' is a second run of the eager model: its paired ratio is what this machine's noise alone gives for two
+identical runs.
 
 - fused: reparameterize_model(model), every BatchNorm folded into its convolution;
 - fused_cl: the fused model and its input in channels_last;
 - compile: torch.compile(model) (inductor, default mode) of the eager model;
-With --profile it prints, instead of the table, the share of BatchNorm and of the convolutions in eager's self time
-(torch.profiler over 5 forwards): what folding can save at most.
-
 - onnxruntime: the fused model exported (torch.onnx.export, TorchScript-based exporter at this input size) and run by
   onnxruntime's CPU provider with as many threads as torch uses, without spin-waiting after a run (CPU only; needs onnx
   and onnxruntime). Its threads would otherwise spin on the cores that the next mode's run uses.
+
+With --profile it prints, instead of the table, the share of BatchNorm and of the convolutions in eager's self time
+(torch.profiler over 5 forwards): what folding can save at most.
 """
 import argparse
 import copy
@@ -69,15 +69,20 @@ def _onnxruntime(model: nn.Module, x: torch.Tensor) -> Callable:
     return lambda t: torch.from_numpy(session.run(None, {'x': t.numpy()})[0])
 
 
+def _channels_last(model: nn.Module) -> Callable:
+    """ A copy of the model in channels_last, converting its input as part of the call."""
+    model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    return lambda x: model(x.contiguous(memory_format=torch.channels_last))
+
+
 def _modes(model: nn.Module, x: torch.Tensor, names) -> Dict[str, Callable]:
-    """ Each mode's callable on x (channels_last modes convert their input as part of the call)."""
+    """ Each mode's callable on x, built for the modes in `names` only."""
     fused = reparameterize_model(model)
     builders = {
         'eager': lambda: model,
         'eager again': lambda: model,
         'fused': lambda: fused,
-        'fused_cl': lambda: (lambda m: lambda t: m(t.contiguous(memory_format=torch.channels_last)))(
-            copy.deepcopy(fused).to(memory_format=torch.channels_last)),
+        'fused_cl': lambda: _channels_last(fused),
         'compile': lambda: torch.compile(model),
         'onnxruntime': lambda: _onnxruntime(fused, x),
     }
