@@ -92,7 +92,7 @@ except ImportError:
 
 try:
     from timm.layers import calculate_drop_path_rates
-except ImportError:  # timm before 1.0.2x
+except ImportError:  # timm 1.0.20 and older
     def calculate_drop_path_rates(
             drop_path_rate: float, depths: List[int], stagewise: bool = True,
     ) -> List[List[float]]:
